@@ -1,0 +1,188 @@
+// despeck/autodiff/tape.hpp — the reverse-mode tape: a flat, topologically ordered list of
+// tensor-level nodes.
+//
+// Recording order is a topological order (an op can only read nodes recorded before it), so
+// backward is a plain reverse loop over the nodes, with no recursion and no sorting.
+//
+// Contract of every backward function (the one rule the whole engine relies on):
+//   it reads the gradient of its own output and ADDS into the gradients of its inputs.
+// Accumulation is what makes fan-out correct: deSpeckNet's two branches read the same input, and
+// the clean-image loss and the reconstruction loss both flow into the clean branch's output.
+//
+// Ownership: a Tape owns the values of the nodes it records and every activation gradient; both
+// live for one step and go with clear(). Parameters are borrowed views (value and gradient) into
+// a ParameterStore, so they persist across steps and gradients land directly in the contiguous
+// gradient buffer that the optimiser (and, later, an MPI all-reduce) reads.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "despeck/tensor.hpp"
+
+namespace despeck {
+
+template <class T>
+class Tape;
+
+// A handle to one node of a tape. Cheap to copy; valid until the tape is cleared.
+template <class T>
+struct Var {
+    Tape<T>* tape = nullptr;
+    int id = -1;
+
+    bool valid() const { return tape != nullptr && id >= 0; }
+    TensorView<T> value() const { return tape->value(*this); }
+    Shape shape() const { return tape->value(*this).shape; }
+    bool requires_grad() const { return tape->requires_grad(*this); }
+    // Gradient of the last backward pass (allocated for every node that requires one).
+    TensorView<T> grad() const { return tape->grad(*this); }
+};
+
+template <class T>
+class Tape {
+public:
+    // Reads grad(out) and adds into the gradients of the op's inputs; receives the tape to look
+    // both up and `out`, the node the function belongs to.
+    using BackwardFn = std::function<void(Tape&, Var<T> out)>;
+
+    Tape() = default;
+    Tape(const Tape&) = delete;             // nodes hold views into the tape's own storage
+    Tape& operator=(const Tape&) = delete;
+
+    // A value that needs no gradient, owned by the tape.
+    Var<T> constant(Tensor<T> value) {
+        TensorView<T> v = own(std::move(value));
+        return push(v, {}, false, nullptr, "constant");
+    }
+    // A value that needs no gradient, borrowed: the caller keeps it alive until clear().
+    Var<T> constant_view(TensorView<const T> value) {
+        return push({const_cast<T*>(value.data), value.shape}, {}, false, nullptr, "constant");
+    }
+    // A leaf owned by the tape whose gradient is wanted (an input in a gradient check, say).
+    Var<T> variable(Tensor<T> value) {
+        TensorView<T> v = own(std::move(value));
+        return push(v, {}, true, nullptr, "variable");
+    }
+    // A leaf whose value and gradient live elsewhere (a parameter). Backward adds into `grad`;
+    // zeroing it between steps is the owner's job (ParameterStore::zero_grad).
+    Var<T> parameter(TensorView<T> value, TensorView<T> grad, const char* name = "parameter") {
+        if (value.shape != grad.shape)
+            detail::fail<shape_error>("Tape::parameter ", name, ": value ", value.shape, " and gradient ", grad.shape,
+                                      " differ");
+        return push(value, grad, true, nullptr, name);
+    }
+    // The output of an op. `backward` is dropped when no input needs a gradient.
+    Var<T> record(const char* op, Tensor<T> value, bool requires_grad, BackwardFn backward) {
+        TensorView<T> v = own(std::move(value));
+        return push(v, {}, requires_grad, requires_grad ? std::move(backward) : nullptr, op);
+    }
+    // Keeps a tensor alive until clear() (values an op saves for its backward pass).
+    TensorView<T> keep(Tensor<T> t) { return own(std::move(t)); }
+
+    TensorView<T> value(Var<T> v) const { return node(v).value; }
+    bool requires_grad(Var<T> v) const { return node(v).requires_grad; }
+    TensorView<T> grad(Var<T> v) const {
+        const Node& n = node(v);
+        if (!n.requires_grad) detail::fail<error>("Tape: node ", v.id, " (", n.op, ") has no gradient");
+        if (n.grad.empty()) detail::fail<error>("Tape: gradient of node ", v.id, " (", n.op, ") read before backward()");
+        return n.grad;
+    }
+    const char* op_name(Var<T> v) const { return node(v).op; }
+    std::size_t size() const { return nodes_.size(); }
+
+    // Reverse pass from `root`, seeding d(root) with `seed` (same shape as root's value).
+    // Every activation gradient is allocated zeroed here, every step: no stale gradient survives.
+    void backward(Var<T> root, TensorView<const T> seed) {
+        Node& r = node_mut(root);
+        if (!r.requires_grad) detail::fail<error>("Tape::backward: the root (", r.op, ") depends on no parameter");
+        if (seed.shape != r.value.shape)
+            detail::fail<shape_error>("Tape::backward: seed ", seed.shape, " for root ", r.value.shape);
+        for (std::size_t i = 0; i <= static_cast<std::size_t>(root.id); ++i) {
+            Node& n = nodes_[i];
+            if (n.requires_grad && !n.borrowed_grad) {
+                grad_storage_.emplace_back(n.value.shape, T(0));
+                n.grad = grad_storage_.back().view();
+            }
+        }
+        r.grad.flat() += seed.flat();
+        for (int i = root.id; i >= 0; --i) {
+            Node& n = nodes_[static_cast<std::size_t>(i)];
+            if (n.backward) n.backward(*this, Var<T>{this, i});
+        }
+    }
+    // Reverse pass from a scalar loss (seed 1).
+    void backward(Var<T> loss) {
+        if (value(loss).size() != 1)
+            detail::fail<shape_error>("Tape::backward: loss must hold one value, has shape ", value(loss).shape);
+        Tensor<T> one(value(loss).shape, T(1));
+        backward(loss, one.view());
+    }
+
+    // Ends the step: drops every node, activation and activation gradient.
+    void clear() {
+        nodes_.clear();
+        storage_.clear();
+        grad_storage_.clear();
+    }
+
+private:
+    struct Node {
+        TensorView<T> value;
+        TensorView<T> grad;
+        BackwardFn backward;
+        bool requires_grad = false;
+        bool borrowed_grad = false;
+        const char* op = "";
+    };
+
+    TensorView<T> own(Tensor<T> t) {
+        storage_.push_back(std::move(t));  // deque: addresses of earlier elements stay valid
+        return storage_.back().view();
+    }
+    Var<T> push(TensorView<T> value, TensorView<T> grad, bool requires_grad, BackwardFn backward, const char* op) {
+        Node n;
+        n.value = value;
+        n.grad = grad;
+        n.borrowed_grad = !grad.empty();
+        n.requires_grad = requires_grad;
+        n.backward = std::move(backward);
+        n.op = op;
+        nodes_.push_back(std::move(n));
+        return Var<T>{this, static_cast<int>(nodes_.size()) - 1};
+    }
+    const Node& node(Var<T> v) const {
+        if (v.tape != this || v.id < 0 || static_cast<std::size_t>(v.id) >= nodes_.size())
+            detail::fail<error>("Tape: Var ", v.id, " does not belong to this tape (cleared, or another tape's)");
+        return nodes_[static_cast<std::size_t>(v.id)];
+    }
+    Node& node_mut(Var<T> v) { return const_cast<Node&>(node(v)); }
+
+    std::vector<Node> nodes_;
+    std::deque<Tensor<T>> storage_;
+    std::deque<Tensor<T>> grad_storage_;
+};
+
+// True when any of the vars needs a gradient: an op's output then needs one too.
+template <class T, class... Vars>
+bool any_requires_grad(const Var<T>& first, const Vars&... rest) {
+    return first.requires_grad() || (rest.requires_grad() || ...);
+}
+
+// The gradient buffer of v when it wants one, else an empty view (backward then skips it).
+template <class T>
+TensorView<T> grad_if_needed(Tape<T>& tape, Var<T> v) {
+    return v.valid() && v.requires_grad() ? tape.grad(v) : TensorView<T>{};
+}
+
+template <class T, class... Vars>
+Tape<T>& same_tape(const char* op, const Var<T>& first, const Vars&... rest) {
+    if (!first.valid()) detail::fail<error>(op, ": invalid Var");
+    if (((rest.tape != first.tape) || ...)) detail::fail<error>(op, ": inputs belong to different tapes");
+    return *first.tape;
+}
+
+}  // namespace despeck

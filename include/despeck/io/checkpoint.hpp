@@ -1,0 +1,199 @@
+// despeck/io/checkpoint.hpp — deSpeckNet checkpoints as safetensors files.
+//
+// Contents (all F32 unless saved from a double model, then F64; see docs/checkpoints.md):
+//   "<branch>.conv<i>.weight"  [K,K,Cin,Cout] HWIO     "<branch>.conv<i>.bias"  [Cout]
+//   "<branch>.bn<i>.weight|bias|running_mean|running_var" [F]
+//   optionally the Adam state: "optimizer.m.<param name>", "optimizer.v.<param name>"
+//   __metadata__: "format" = "despeck-checkpoint", "format_version" = "1", "despeck_version",
+//                 "config" = the model configuration as a JSON string, "optimizer.step",
+//                 "optimizer.beta1|beta2|eps", plus any caller-supplied keys (epoch, ...).
+// Writing is atomic (io/atomic_file.hpp). Loading checks the format, the configuration against
+// the model, and every tensor's presence and shape, and names what is wrong.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <type_traits>
+
+#include <nlohmann/json.hpp>
+
+#include "despeck/io/safetensors.hpp"
+#include "despeck/nn/despecknet.hpp"
+#include "despeck/optim/adam.hpp"
+#include "despeck/runtime.hpp"
+
+namespace despeck::io {
+
+inline nlohmann::json config_to_json(const DeSpeckNetConfig& c) {
+    return {{"depth", c.depth},
+            {"filters", c.filters},
+            {"channels", c.channels},
+            {"kernel", c.kernel},
+            {"combine", to_string(c.combine)},
+            {"bn_eps", c.bn_eps},
+            {"bn_momentum", c.bn_momentum},
+            {"clean_weight", c.clean_weight},
+            {"reconstruction_weight", c.reconstruction_weight},
+            {"tv_weight", c.tv_weight},
+            {"tv_kind", to_string(c.tv_kind)},
+            {"mask_normalization", to_string(c.mask_normalization)}};
+}
+
+// Missing keys keep their defaults, so older files stay readable; wrong types are errors.
+inline DeSpeckNetConfig config_from_json(const nlohmann::json& j, const std::string& source = "config") {
+    DeSpeckNetConfig c;
+    try {
+        if (!j.is_object()) throw std::runtime_error("not a JSON object");
+        c.depth = j.value("depth", c.depth);
+        c.filters = j.value("filters", c.filters);
+        c.channels = j.value("channels", c.channels);
+        c.kernel = j.value("kernel", c.kernel);
+        if (j.contains("combine")) c.combine = combine_mode_from_string(j.at("combine").get<std::string>());
+        c.bn_eps = j.value("bn_eps", c.bn_eps);
+        c.bn_momentum = j.value("bn_momentum", c.bn_momentum);
+        c.clean_weight = j.value("clean_weight", c.clean_weight);
+        c.reconstruction_weight = j.value("reconstruction_weight", c.reconstruction_weight);
+        c.tv_weight = j.value("tv_weight", c.tv_weight);
+        if (j.contains("tv_kind")) c.tv_kind = tv_kind_from_string(j.at("tv_kind").get<std::string>());
+        if (j.contains("mask_normalization"))
+            c.mask_normalization = mask_normalization_from_string(j.at("mask_normalization").get<std::string>());
+    } catch (const std::exception& e) {
+        despeck::detail::fail<io_error>(source, ": invalid deSpeckNet configuration (", e.what(), ")");
+    }
+    try {
+        c.validate();
+    } catch (const std::exception& e) {
+        despeck::detail::fail<io_error>(source, ": ", e.what());
+    }
+    return c;
+}
+
+// Saves the model (and the optimiser state when `adam` is given) atomically to `path`.
+template <class T>
+void save_checkpoint(const std::filesystem::path& path, const DeSpeckNet<T>& model, const Adam<T>* adam = nullptr,
+                     const std::map<std::string, std::string>& extra_metadata = {}) {
+    constexpr auto dtype = std::is_same_v<T, double> ? SafetensorsWriter::DType::F64 : SafetensorsWriter::DType::F32;
+    SafetensorsWriter w;
+    for (const auto& [key, value] : extra_metadata) w.set_metadata(key, value);
+    w.set_metadata("format", "despeck-checkpoint");
+    w.set_metadata("format_version", "1");
+    w.set_metadata("despeck_version", version_string);
+    w.set_metadata("config", config_to_json(model.config()).dump());
+    const auto& params = model.parameters();
+    for (std::size_t i = 0; i < params.count(); ++i) w.add<T>(params.entry(i).name, params.value(i), dtype);
+    const auto& buffers = model.buffers();
+    for (std::size_t i = 0; i < buffers.count(); ++i) w.add<T>(buffers.entry(i).name, buffers.value(i), dtype);
+    if (adam && adam->step_count() > 0) {
+        const auto& m = adam->first_moment();
+        const auto& v = adam->second_moment();
+        if (static_cast<index_t>(m.size()) != params.total_size())
+            despeck::detail::fail<value_error>("save_checkpoint: the optimiser state (", m.size(),
+                                               " values) does not belong to this model (", params.total_size(), ")");
+        for (std::size_t i = 0; i < params.count(); ++i) {
+            const auto& e = params.entry(i);
+            w.add<T>("optimizer.m." + e.name, e.shape.dims(), m.data() + e.offset, e.shape.size(), dtype);
+            w.add<T>("optimizer.v." + e.name, e.shape.dims(), v.data() + e.offset, e.shape.size(), dtype);
+        }
+        w.set_metadata("optimizer", "adam");
+        w.set_metadata("optimizer.step", std::to_string(adam->step_count()));
+        const nlohmann::json opts = {{"beta1", adam->options().beta1}, {"beta2", adam->options().beta2},
+                                     {"eps", adam->options().eps}};
+        w.set_metadata("optimizer.options", opts.dump());
+    }
+    w.write(path);
+}
+
+// The configuration stored in a checkpoint.
+inline DeSpeckNetConfig read_checkpoint_config(const SafetensorsFile& file) {
+    const auto& md = file.metadata();
+    auto it = md.find("format");
+    if (it == md.end() || it->second != "despeck-checkpoint")
+        despeck::detail::fail<io_error>("'", file.path(), "' is not a despeck checkpoint (metadata 'format' is ",
+                                        it == md.end() ? std::string("missing") : "'" + it->second + "'", ")");
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(file.metadata_value("config"));
+    } catch (const nlohmann::json::exception& e) {
+        despeck::detail::fail<io_error>("'", file.path(), "': metadata 'config' is not valid JSON (", e.what(), ")");
+    }
+    return config_from_json(j, "'" + file.path() + "'");
+}
+
+// Loads weights (and the optimiser state, when `adam` is given and the file has one) into an
+// existing model. The file's configuration must match the model's architecture (depth, filters,
+// channels, kernel, combine mode); loss weights are taken from the file unless keep_loss_weights.
+template <class T>
+void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>* adam = nullptr,
+                     bool keep_loss_weights = false) {
+    const DeSpeckNetConfig stored = read_checkpoint_config(file);
+    const DeSpeckNetConfig& have = model.config();
+    auto mismatch = [&](const char* what, auto a, auto b) {
+        despeck::detail::fail<io_error>("'", file.path(), "' holds a model with ", what, " ", a, ", this model has ", b);
+    };
+    if (stored.depth != have.depth) mismatch("depth", stored.depth, have.depth);
+    if (stored.filters != have.filters) mismatch("filters", stored.filters, have.filters);
+    if (stored.channels != have.channels) mismatch("channels", stored.channels, have.channels);
+    if (stored.kernel != have.kernel) mismatch("kernel", stored.kernel, have.kernel);
+    if (stored.combine != have.combine) mismatch("combine mode", to_string(stored.combine), to_string(have.combine));
+
+    auto& params = model.parameters();
+    for (std::size_t i = 0; i < params.count(); ++i) {
+        const auto& e = params.entry(i);
+        if (!file.contains(e.name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", e.name, "'");
+        const Tensor<T> t = file.tensor<T>(e.name, e.shape);
+        std::copy(t.data(), t.data() + t.size(), params.value(i).data);
+    }
+    auto& buffers = model.buffers();
+    for (std::size_t i = 0; i < buffers.count(); ++i) {
+        const auto& e = buffers.entry(i);
+        if (!file.contains(e.name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", e.name, "'");
+        const Tensor<T> t = file.tensor<T>(e.name, e.shape);
+        std::copy(t.data(), t.data() + t.size(), buffers.value(i).data);
+    }
+    if (!keep_loss_weights) {
+        DeSpeckNetConfig& c = model.mutable_config();
+        c.bn_eps = stored.bn_eps;
+        c.bn_momentum = stored.bn_momentum;
+        c.clean_weight = stored.clean_weight;
+        c.reconstruction_weight = stored.reconstruction_weight;
+        c.tv_weight = stored.tv_weight;
+        c.tv_kind = stored.tv_kind;
+        c.mask_normalization = stored.mask_normalization;
+    }
+    if (adam && file.metadata().count("optimizer.step")) {
+        std::int64_t step = 0;
+        try {
+            step = std::stoll(file.metadata_value("optimizer.step"));
+        } catch (const std::exception&) {
+            despeck::detail::fail<io_error>("'", file.path(), "': optimizer.step '", file.metadata_value("optimizer.step"),
+                                            "' is not an integer");
+        }
+        std::vector<T> m(static_cast<std::size_t>(params.total_size())), v(m.size());
+        for (std::size_t i = 0; i < params.count(); ++i) {
+            const auto& e = params.entry(i);
+            const Tensor<T> tm = file.tensor<T>("optimizer.m." + e.name, e.shape);
+            const Tensor<T> tv = file.tensor<T>("optimizer.v." + e.name, e.shape);
+            std::copy(tm.data(), tm.data() + tm.size(), m.data() + e.offset);
+            std::copy(tv.data(), tv.data() + tv.size(), v.data() + e.offset);
+        }
+        adam->set_state(step, std::move(m), std::move(v));
+    }
+}
+
+template <class T>
+void load_checkpoint(const std::filesystem::path& path, DeSpeckNet<T>& model, Adam<T>* adam = nullptr,
+                     bool keep_loss_weights = false) {
+    load_checkpoint(SafetensorsFile::read(path), model, adam, keep_loss_weights);
+}
+
+// A model built from the checkpoint's own configuration.
+template <class T>
+DeSpeckNet<T> load_model(const std::filesystem::path& path) {
+    const SafetensorsFile file = SafetensorsFile::read(path);
+    DeSpeckNet<T> model(read_checkpoint_config(file));
+    load_checkpoint(file, model);
+    return model;
+}
+
+}  // namespace despeck::io

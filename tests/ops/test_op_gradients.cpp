@@ -1,0 +1,155 @@
+// Finite-difference gradient checks of every op (tests/support/grad_check.hpp), on odd sizes.
+#include <doctest/doctest.h>
+
+#include "despeck/ops/batch_norm.hpp"
+#include "despeck/ops/conv2d.hpp"
+#include "despeck/ops/elementwise.hpp"
+#include "despeck/ops/mse.hpp"
+#include "despeck/ops/relu.hpp"
+#include "despeck/ops/total_variation.hpp"
+#include "support/grad_check.hpp"
+
+using namespace despeck;
+using despeck::testing::check_gradients;
+using despeck::testing::GradCheckOptions;
+using despeck::testing::random_tensor;
+using despeck::testing::require_gradients_match;
+using V = Var<double>;
+using Inputs = std::vector<V>;
+
+TEST_CASE("conv2d: gradients of x, w and b, for kernels 1, 3 and 5 on odd sizes") {
+    for (auto [K, N, H, W, Ci, Co] : {std::array<index_t, 6>{3, 2, 5, 3, 3, 4}, std::array<index_t, 6>{1, 1, 3, 4, 2, 3},
+                                      std::array<index_t, 6>{5, 1, 4, 3, 2, 2}, std::array<index_t, 6>{3, 1, 1, 1, 1, 1}}) {
+        CAPTURE(K);
+        CAPTURE(H);
+        CAPTURE(W);
+        for (auto algo : {kernels::conv_algorithm::reference, kernels::conv_algorithm::im2col_gemm}) {
+            CAPTURE(kernels::to_string(algo));
+            kernels::set_conv_algorithm(algo);
+            Rng rng(K * 100 + H);
+            auto report = check_gradients(
+                {random_tensor(Shape{N, H, W, Ci}, rng), random_tensor(Shape{K, K, Ci, Co}, rng),
+                 random_tensor(Shape{Co}, rng)},
+                [](Tape<double>&, const Inputs& in) { return ops::conv2d(in[0], in[1], in[2]); });
+            require_gradients_match(report);
+            CHECK(kernels::last_conv_algorithm() == algo);
+        }
+    }
+    kernels::set_conv_algorithm(kernels::conv_algorithm::im2col_gemm);
+}
+
+TEST_CASE("conv2d: without bias, and with a constant input (weights only)") {
+    Rng rng(7);
+    GradCheckOptions opt;
+    opt.constant_inputs = {0};
+    auto report = check_gradients({random_tensor(Shape{1, 4, 5, 2}, rng), random_tensor(Shape{3, 3, 2, 3}, rng)},
+                                  [](Tape<double>&, const Inputs& in) { return ops::conv2d(in[0], in[1]); }, opt);
+    require_gradients_match(report);
+}
+
+TEST_CASE("conv2d: shape errors name the shapes") {
+    Tape<double> tape;
+    V x = tape.constant(Tensor<double>(Shape{1, 4, 4, 2}));
+    CHECK_THROWS_WITH_AS(ops::conv2d(x, tape.constant(Tensor<double>(Shape{3, 3, 3, 4}))),
+                         doctest::Contains("[1,4,4,2]"), shape_error);
+    CHECK_THROWS_AS(ops::conv2d(x, tape.constant(Tensor<double>(Shape{2, 2, 2, 4}))), shape_error);
+    CHECK_THROWS_AS(ops::conv2d(x, tape.constant(Tensor<double>(Shape{3, 3, 2, 4})), tape.constant(Tensor<double>(Shape{3}))),
+                    shape_error);
+}
+
+TEST_CASE("batch_norm: gradients in training mode (batch statistics)") {
+    Rng rng(11);
+    for (auto shape : {Shape{2, 3, 5, 4}, Shape{1, 1, 3, 1}, Shape{3, 2, 1, 3}}) {
+        CAPTURE(shape);
+        Tensor<double> rm(Shape{shape[3]}), rv(Shape{shape[3]}, 1.0);
+        auto report = check_gradients(
+            {random_tensor(shape, rng, -2, 3), random_tensor(Shape{shape[3]}, rng, 0.5, 1.5),
+             random_tensor(Shape{shape[3]}, rng)},
+            [&](Tape<double>&, const Inputs& in) {
+                return ops::batch_norm(in[0], in[1], in[2], rm.view(), rv.view(), ops::Mode::training);
+            });
+        require_gradients_match(report);
+    }
+}
+
+TEST_CASE("batch_norm: gradients in inference mode (running statistics)") {
+    Rng rng(12);
+    Tensor<double> rm = random_tensor(Shape{3}, rng), rv = random_tensor(Shape{3}, rng, 0.2, 2.0);
+    auto report = check_gradients(
+        {random_tensor(Shape{2, 3, 3, 3}, rng), random_tensor(Shape{3}, rng, 0.5, 1.5), random_tensor(Shape{3}, rng)},
+        [&](Tape<double>&, const Inputs& in) {
+            return ops::batch_norm(in[0], in[1], in[2], rm.view(), rv.view(), ops::Mode::inference);
+        });
+    require_gradients_match(report);
+}
+
+TEST_CASE("relu: gradient away from the kink, and zero gradient below it") {
+    Rng rng(13);
+    Tensor<double> x = random_tensor(Shape{2, 3, 5, 3}, rng);
+    for (index_t i = 0; i < x.size(); ++i)
+        if (std::abs(x[i]) < 0.05) x[i] = 0.3;  // finite differences need distance from 0
+    auto report = check_gradients({x}, [](Tape<double>&, const Inputs& in) { return ops::relu(in[0]); });
+    require_gradients_match(report);
+}
+
+TEST_CASE("add, subtract, multiply, scale") {
+    Rng rng(14);
+    const Shape s{1, 3, 5, 2};
+    require_gradients_match(check_gradients({random_tensor(s, rng), random_tensor(s, rng)},
+                                            [](Tape<double>&, const Inputs& in) { return ops::add(in[0], in[1]); }));
+    require_gradients_match(check_gradients({random_tensor(s, rng), random_tensor(s, rng)},
+                                            [](Tape<double>&, const Inputs& in) { return ops::subtract(in[0], in[1]); }));
+    require_gradients_match(check_gradients({random_tensor(s, rng), random_tensor(s, rng)},
+                                            [](Tape<double>&, const Inputs& in) { return ops::multiply(in[0], in[1]); }));
+    require_gradients_match(check_gradients({random_tensor(s, rng)},
+                                            [](Tape<double>&, const Inputs& in) { return ops::scale(in[0], -2.5); }));
+    // The same input on both sides: fan-out inside one op.
+    require_gradients_match(check_gradients({random_tensor(s, rng)},
+                                            [](Tape<double>&, const Inputs& in) { return ops::multiply(in[0], in[0]); }));
+    Tape<double> tape;
+    CHECK_THROWS_AS(ops::add(tape.constant(Tensor<double>(Shape{2})), tape.constant(Tensor<double>(Shape{3}))), shape_error);
+}
+
+TEST_CASE("mse: plain, per-pixel mask and per-element mask, both normalisations") {
+    Rng rng(15);
+    const Shape s{2, 3, 5, 2};
+    Tensor<double> pixel_mask(Shape{2, 3, 5, 1}), element_mask(s);
+    for (index_t i = 0; i < pixel_mask.size(); ++i) pixel_mask[i] = rng.uniform() < 0.3 ? 0.0 : 1.0;
+    for (index_t i = 0; i < element_mask.size(); ++i) element_mask[i] = rng.uniform(0.0, 2.0);
+    for (auto norm : {ops::MaskNormalization::element_count, ops::MaskNormalization::weight_sum}) {
+        for (const Tensor<double>* mask : std::vector<const Tensor<double>*>{nullptr, &pixel_mask, &element_mask}) {
+            auto report = check_gradients({random_tensor(s, rng), random_tensor(s, rng)}, [&](Tape<double>&, const Inputs& in) {
+                return ops::mse(in[0], in[1], mask ? mask->view() : TensorView<const double>{}, norm);
+            });
+            require_gradients_match(report);
+        }
+    }
+}
+
+TEST_CASE("mse: values by hand, and masked pixels drop out") {
+    Tape<double> tape;
+    Tensor<double> a(Shape{1, 1, 2, 1}, {1.0, 3.0}), b(Shape{1, 1, 2, 1}, {0.0, 0.0}), m(Shape{1, 1, 2, 1}, {1.0, 0.0});
+    V va = tape.constant(a), vb = tape.constant(b);
+    CHECK(ops::mse(va, vb).value()[0] == doctest::Approx(5.0));
+    CHECK(ops::mse(va, vb, m.view(), ops::MaskNormalization::element_count).value()[0] == doctest::Approx(0.5));
+    CHECK(ops::mse(va, vb, m.view(), ops::MaskNormalization::weight_sum).value()[0] == doctest::Approx(1.0));
+    Tensor<double> zero(Shape{1, 1, 2, 1}, 0.0);
+    CHECK(ops::mse(va, vb, zero.view(), ops::MaskNormalization::weight_sum).value()[0] == 0.0);  // not NaN
+    Tensor<double> bad(Shape{1, 1, 2, 2});
+    CHECK_THROWS_AS(ops::mse(va, vb, bad.view()), shape_error);
+    Tensor<double> negative(Shape{1, 1, 2, 1}, {-1.0, 1.0});
+    CHECK_THROWS_AS(ops::mse(va, vb, negative.view()), value_error);
+}
+
+TEST_CASE("total_variation: gradients (both kinds) and values by hand") {
+    Rng rng(16);
+    for (auto kind : {ops::TvKind::anisotropic_l1, ops::TvKind::quadratic}) {
+        auto report = check_gradients({random_tensor(Shape{2, 4, 5, 2}, rng)},
+                                      [kind](Tape<double>&, const Inputs& in) { return ops::total_variation(in[0], kind); });
+        require_gradients_match(report);
+    }
+    // [[1, 2], [4, 8]]: |2-1| + |8-4| + |4-1| + |8-2| = 14; squares: 1 + 16 + 9 + 36 = 62.
+    Tensor<double> x(Shape{1, 2, 2, 1}, {1.0, 2.0, 4.0, 8.0});
+    CHECK(ops::total_variation_forward<double>(x.view(), ops::TvKind::anisotropic_l1) == doctest::Approx(14.0));
+    CHECK(ops::total_variation_forward<double>(x.view(), ops::TvKind::quadratic) == doctest::Approx(62.0));
+}

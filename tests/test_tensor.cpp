@@ -1,0 +1,76 @@
+// Tests of despeck/tensor.hpp: shapes, views, Eigen maps, errors that name the shapes.
+#include <doctest/doctest.h>
+
+#include "despeck/tensor.hpp"
+
+using namespace despeck;
+
+TEST_CASE("Shape: size, rank, equality and printing") {
+    const Shape s{2, 3, 4, 5};
+    CHECK(s.rank() == 4);
+    CHECK(s.size() == 120);
+    CHECK(s[2] == 4);
+    CHECK(s == Shape{2, 3, 4, 5});
+    CHECK(s != Shape{2, 3, 5, 4});
+    CHECK(s != Shape{2, 3, 4});
+    CHECK(s.str() == "[2,3,4,5]");
+    CHECK(Shape{}.size() == 1);
+    CHECK_THROWS_AS(Shape({1, 2, 3, 4, 5}), shape_error);
+    CHECK_THROWS_AS(Shape({1, -2}), shape_error);
+}
+
+TEST_CASE("Tensor: NHWC indexing is row-major with channels fastest") {
+    Tensor<float> t(Shape{2, 3, 4, 5});
+    for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(i);
+    CHECK(t.at(0, 0, 0, 1) == 1.0f);
+    CHECK(t.at(0, 0, 1, 0) == 5.0f);
+    CHECK(t.at(0, 1, 0, 0) == 20.0f);
+    CHECK(t.at(1, 2, 3, 4) == 119.0f);
+    // Eigen views see the same memory in the same order.
+    auto m = t.matrix(24, 5);
+    CHECK(m(4, 3) == t.at(0, 1, 0, 3));
+    auto e = t.eigen<4>();
+    CHECK(e(1, 2, 3, 4) == 119.0f);
+    e(1, 0, 0, 0) = -1.0f;
+    CHECK(t.at(1, 0, 0, 0) == -1.0f);
+    CHECK_THROWS_AS(t.matrix(7, 5), shape_error);
+    CHECK_THROWS_AS(t.eigen<3>(), shape_error);
+}
+
+TEST_CASE("Tensor: storage is aligned for SIMD, reshape keeps elements, cast converts") {
+    Tensor<float> t(Shape{3, 5}, 2.5f);
+    CHECK(reinterpret_cast<std::uintptr_t>(t.data()) % 16 == 0);
+    t.reshape(Shape{5, 3});
+    CHECK(t.shape() == Shape{5, 3});
+    CHECK(t[14] == 2.5f);
+    CHECK_THROWS_AS(t.reshape(Shape{4, 4}), shape_error);
+    Tensor<double> d = t.cast<double>();
+    CHECK(d.shape() == t.shape());
+    CHECK(d[3] == 2.5);
+    CHECK_THROWS_AS(Tensor<float>(Shape{2}, {1.0f, 2.0f, 3.0f}), shape_error);
+}
+
+TEST_CASE("TensorView: a view of T converts to a view of const T and shares memory") {
+    Tensor<double> t(Shape{1, 2, 2, 1}, 1.0);
+    TensorView<double> v = t.view();
+    TensorView<const double> c = v;
+    v[3] = 7.0;
+    CHECK(c[3] == 7.0);
+    CHECK(c.at(0, 1, 1, 0) == 7.0);
+    CHECK(c.flat().sum() == doctest::Approx(10.0));
+}
+
+TEST_CASE("shape checks name the operation and both shapes") {
+    Tensor<float> a(Shape{1, 2, 3, 4}), b(Shape{1, 2, 3, 5});
+    try {
+        require_same_shape("myop", "a", a.view(), "b", b.view());
+        FAIL("no exception");
+    } catch (const shape_error& e) {
+        const std::string msg = e.what();
+        CHECK(msg.find("myop") != std::string::npos);
+        CHECK(msg.find("[1,2,3,4]") != std::string::npos);
+        CHECK(msg.find("[1,2,3,5]") != std::string::npos);
+    }
+    Tensor<float> v(Shape{4});
+    CHECK_THROWS_AS(require_nhwc("myop", "x", v.view()), shape_error);
+}
