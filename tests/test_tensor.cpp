@@ -74,3 +74,29 @@ TEST_CASE("shape checks name the operation and both shapes") {
     Tensor<float> v(Shape{4});
     CHECK_THROWS_AS(require_nhwc("myop", "x", v.view()), shape_error);
 }
+
+TEST_CASE("tensor cache: large blocks are reused, small ones are not cached, the limit holds") {
+    release_tensor_cache();
+    const void* first = nullptr;
+    {
+        Tensor<float> big = Tensor<float>::uninitialized(Shape{1, 256, 256, 4});  // 1 MiB
+        CHECK(big.size() == 262144);
+        CHECK(reinterpret_cast<std::uintptr_t>(big.data()) % 64 == 0);
+        first = big.data();
+    }
+    CHECK(tensor_cache_idle_bytes() == 1u << 20);
+    {
+        Tensor<float> again(Shape{1, 256, 256, 4}, 3.0f);  // same size: the same block comes back
+        CHECK(static_cast<const void*>(again.data()) == first);
+        CHECK(again[12345] == 3.0f);                       // and a fill constructor still fills it
+        CHECK(tensor_cache_idle_bytes() == 0);
+    }
+    { Tensor<float> small(Shape{100}); }
+    CHECK(tensor_cache_idle_bytes() == 1u << 20);  // the small block went to the heap, not the cache
+    set_tensor_cache_limit(0);
+    { Tensor<float> big(Shape{1, 512, 512, 2}); }  // 2 MiB
+    CHECK(tensor_cache_idle_bytes() == 1u << 20);  // over the limit: freed, not cached
+    release_tensor_cache();
+    CHECK(tensor_cache_idle_bytes() == 0);
+    set_tensor_cache_limit(std::size_t(4) << 30);
+}

@@ -22,6 +22,7 @@
 #include <unsupported/Eigen/CXX11/Tensor>
 
 #include "despeck/error.hpp"
+#include "despeck/memory.hpp"
 
 namespace despeck {
 
@@ -130,7 +131,7 @@ struct TensorView {
     }
 };
 
-// Owning, contiguous, aligned storage.
+// Owning, contiguous, 64-byte aligned storage from the tensor cache (memory.hpp).
 template <class T>
 class Tensor {
     static_assert(std::is_floating_point_v<T>, "Tensor<T>: T must be float or double");
@@ -144,8 +145,15 @@ public:
         if (static_cast<index_t>(data_.size()) != shape.size())
             detail::fail<shape_error>("Tensor: ", data_.size(), " values for shape ", shape);
     }
+    // Storage whose elements are left unset: for outputs that a kernel writes completely.
+    static Tensor uninitialized(Shape shape) {
+        Tensor t;
+        t.shape_ = shape;
+        t.data_.resize(static_cast<std::size_t>(shape.size()));
+        return t;
+    }
     static Tensor from_view(TensorView<const T> v) {
-        Tensor t(v.shape);
+        Tensor t = uninitialized(v.shape);
         std::copy(v.data, v.data + v.size(), t.data());
         return t;
     }
@@ -199,7 +207,7 @@ public:
 
 private:
     Shape shape_;
-    std::vector<T, Eigen::aligned_allocator<T>> data_;
+    std::vector<T, CachingAllocator<T>> data_;
 };
 
 // Throws a shape_error naming the caller when a tensor is not rank 4.

@@ -63,14 +63,15 @@ void unfold(TensorView<const T> x, index_t K, index_t p0, index_t rows, T* col) 
 template <class T>
 void conv2d_forward_im2col(TensorView<const T> x, TensorView<const T> w, TensorView<const T> b, TensorView<T> y,
                            bool accumulate = false) {
-    using Matrix = EigenRowMatrix<T>;
     const index_t K = w.shape[0], Ci = w.shape[2], Co = w.shape[3];
     const index_t pixels = x.shape[0] * x.shape[1] * x.shape[2];
     const index_t width = K * K * Ci;
     const auto wm = w.matrix(width, Co);
     auto ym = y.matrix(pixels, Co);
     const index_t rows = detail_im2col::chunk_rows(width);
-    Matrix col(std::min(rows, pixels), width);
+    // The unfolded chunk comes from the tensor cache: no fresh pages on every call.
+    Tensor<T> col_storage = Tensor<T>::uninitialized(Shape{std::min(rows, pixels), width});
+    auto col = col_storage.matrix(std::min(rows, pixels), width);
     for (index_t p0 = 0; p0 < pixels; p0 += rows) {
         const index_t r = std::min(rows, pixels - p0);
         detail_im2col::unfold(x, K, p0, r, col.data());
@@ -99,14 +100,14 @@ void conv2d_backward_data_im2col(TensorView<const T> dy, TensorView<const T> w, 
 // dw += col^T * dy, db += column sums of dy (db may be empty).
 template <class T>
 void conv2d_backward_weights_im2col(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dw, TensorView<T> db) {
-    using Matrix = EigenRowMatrix<T>;
     const index_t K = dw.shape[0], Ci = dw.shape[2], Co = dw.shape[3];
     const index_t pixels = x.shape[0] * x.shape[1] * x.shape[2];
     const index_t width = K * K * Ci;
     auto dwm = dw.matrix(width, Co);
     const auto dym = dy.matrix(pixels, Co);
     const index_t rows = detail_im2col::chunk_rows(width);
-    Matrix col(std::min(rows, pixels), width);
+    Tensor<T> col_storage = Tensor<T>::uninitialized(Shape{std::min(rows, pixels), width});
+    auto col = col_storage.matrix(std::min(rows, pixels), width);
     for (index_t p0 = 0; p0 < pixels; p0 += rows) {
         const index_t r = std::min(rows, pixels - p0);
         detail_im2col::unfold(x, K, p0, r, col.data());

@@ -71,8 +71,8 @@ Tensor<T> batch_norm_forward_training(TensorView<const T> x, TensorView<const T>
         inv_std[c] = static_cast<T>(1.0 / std::sqrt(var[static_cast<std::size_t>(c)] + opt.eps));
         meanT(c) = static_cast<T>(mean[static_cast<std::size_t>(c)]);
     }
-    xhat = Tensor<T>(x.shape);
-    Tensor<T> y(x.shape);
+    xhat = Tensor<T>::uninitialized(x.shape);
+    Tensor<T> y = Tensor<T>::uninitialized(x.shape);
     auto xh = xhat.matrix(M, C);
     auto ym = y.matrix(M, C);
     xh = (xm.array().rowwise() - meanT.transpose()).rowwise() * inv_std.flat().transpose();
@@ -106,7 +106,7 @@ Tensor<T> batch_norm_forward_inference(TensorView<const T> x, TensorView<const T
         scale(c) = static_cast<T>(gamma[c] / std::sqrt(static_cast<double>(running_var[c]) + opt.eps));
         shift(c) = beta[c] - running_mean[c] * scale(c);
     }
-    Tensor<T> y(x.shape);
+    Tensor<T> y = Tensor<T>::uninitialized(x.shape);
     y.matrix(M, C) = (x.matrix(M, C).array().rowwise() * scale.transpose()).rowwise() + shift.transpose();
     return y;
 }

@@ -29,7 +29,7 @@ Shape conv2d_output_shape(TensorView<const T> x, TensorView<const T> w, TensorVi
 
 template <class T>
 Tensor<T> conv2d_forward(TensorView<const T> x, TensorView<const T> w, TensorView<const T> b) {
-    Tensor<T> y(conv2d_output_shape(x, w, b));
+    Tensor<T> y = Tensor<T>::uninitialized(conv2d_output_shape(x, w, b));
     kernels::conv2d_forward<T>(x, w, b, y.view());
     return y;
 }

@@ -57,7 +57,7 @@ Var<T> mse(Var<T> a, Var<T> b, std::type_identity_t<TensorView<const T>> mask = 
     const T denom = mse_denominator<T>(a.value(), w, norm);
     // An all-zero mask under weight_sum: the loss and its gradient are 0, not 0/0.
     const T inv = denom > T(0) ? T(1) / denom : T(0);
-    Tensor<T> diff(a.shape());
+    Tensor<T> diff = Tensor<T>::uninitialized(a.shape());
     diff.flat() = a.value().flat() - b.value().flat();
     Tensor<T> loss(Shape{1});
     loss[0] = (w.empty() ? diff.flat().square().sum() : (w.flat() * diff.flat().square()).sum()) * inv;

@@ -8,7 +8,7 @@ namespace despeck::ops {
 
 template <class T>
 Tensor<T> relu_forward(TensorView<const T> x) {
-    Tensor<T> y(x.shape);
+    Tensor<T> y = Tensor<T>::uninitialized(x.shape);
     y.flat() = x.flat().max(T(0));
     return y;
 }

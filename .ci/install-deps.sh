@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything despeck needs to build, test and run its examples on a bare Debian 12.
+# Every package is from Debian's archive; docs/dependencies.md says why each one is here.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+  ca-certificates g++ make cmake \
+  libeigen3-dev nlohmann-json3-dev doctest-dev libcli11-dev libgomp1 >/dev/null
+echo "despeck dependencies installed"
