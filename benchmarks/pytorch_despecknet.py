@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""PyTorch reference timing of the same deSpeckNet work that examples/time_train_step measures.
+
+Full-size model (2 branches x 17 conv layers, 64 filters, BatchNorm eps 1e-4, bias on every conv),
+float32, additive (dB) combine, loss 100 * MSE(clean, reference) + MSE(clean + noise, input), Adam
+lr 1e-3; one training step on a batch of 16 x 40 x 40 x 2, and clean-branch inference (eval mode,
+no autograd) on one tile. Run with Debian's interpreter, which has python3-torch:
+
+    /usr/bin/python3 benchmarks/pytorch_despecknet.py --threads 2 --steps 3 --tile 256
+
+Prints lines in the same form as time_train_step, so benchmarks/compare_train_step.sh can put
+them side by side.
+"""
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+
+
+def branch(channels, depth=17, filters=64):
+    layers = [nn.Conv2d(channels, filters, 3, padding=1), nn.ReLU(inplace=True)]
+    for _ in range(depth - 2):
+        layers += [nn.Conv2d(filters, filters, 3, padding=1), nn.BatchNorm2d(filters, eps=1e-4), nn.ReLU(inplace=True)]
+    layers.append(nn.Conv2d(filters, channels, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=256)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    clean_branch, noise_branch = branch(2), branch(2)
+    params = list(clean_branch.parameters()) + list(noise_branch.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    ref = -12 + 3 * torch.randn(16, 2, 40, 40)
+    x = ref + 2 * torch.randn(16, 2, 40, 40)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        clean = clean_branch(x)
+        noise = noise_branch(x)
+        loss = 100 * torch.mean((clean - ref) ** 2) + torch.mean((clean + noise - x) ** 2)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    ms = (time.perf_counter() - t0) / args.steps * 1e3
+    gflop = 170.6
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"training step (batch 16 of 40x40x2, depth 17, 64 filters): {ms:.1f} ms  ({gflop} GFLOP, {gflop / (ms / 1e3):.1f} GFLOP/s)  loss {loss:.3f}")
+    if args.tile > 0:
+        clean_branch.eval()
+        img = -12 + 3 * torch.randn(1, 2, args.tile, args.tile)
+        with torch.no_grad():
+            clean_branch(img)  # warm-up
+            t1 = time.perf_counter()
+            clean_branch(img)
+            s = time.perf_counter() - t1
+        print(f"clean-branch inference {args.tile}x{args.tile}x2: {s:.2f} s  ({args.tile * args.tile / s / 1e6:.3f} Mpx/s)")
+
+
+if __name__ == "__main__":
+    main()
