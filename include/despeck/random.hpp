@@ -1,8 +1,9 @@
 // despeck/random.hpp — a small, portable random generator (xoshiro256**, seeded by splitmix64).
 //
 // std::normal_distribution and friends differ between standard libraries, so a seed would not
-// give the same weights or patches with libstdc++ and libc++. These generators are defined
-// bit-for-bit here, so a seed means the same numbers on every platform.
+// give the same weights or patches with libstdc++ and libc++. The integer and uniform streams here
+// are defined bit-for-bit, so a seed means the same numbers on every platform; normal() goes
+// through std::log, std::sin and std::cos, which may differ in the last bit between maths libraries.
 #pragma once
 
 #include <cmath>

@@ -170,3 +170,30 @@ TEST_CASE("atomic write: a failing writer leaves the previous file whole and no 
     CHECK_THROWS_WITH_AS(io::write_file_atomically(tmp_path("no/such/dir/x.bin"), [](std::FILE*) { return true; }),
                          doctest::Contains("no/such/dir"), io_error);
 }
+
+TEST_CASE("checkpoint: loading is all-or-nothing, and a newer format version is refused") {
+    DeSpeckNet<float> source(small(), 8);
+    // Every tensor right except the last buffer, which has the wrong shape.
+    io::SafetensorsWriter w;
+    w.set_metadata("format", "despeck-checkpoint");
+    w.set_metadata("format_version", "1");
+    w.set_metadata("config", io::config_to_json(small()).dump());
+    for (std::size_t i = 0; i < source.parameters().count(); ++i)
+        w.add<float>(source.parameters().entry(i).name, source.parameters().value(i));
+    const auto& buffers = source.buffers();
+    for (std::size_t i = 0; i + 1 < buffers.count(); ++i) w.add<float>(buffers.entry(i).name, buffers.value(i));
+    Tensor<float> wrong(Shape{3});
+    w.add<float>(buffers.entry(buffers.count() - 1).name, wrong.view());
+    const fs::path path = tmp_path("half_bad.safetensors");
+    w.write(path);
+
+    DeSpeckNet<float> target(small(), 9);
+    const std::vector<float> before(target.parameters().values().begin(), target.parameters().values().end());
+    CHECK_THROWS_WITH_AS(io::load_checkpoint(path, target), doctest::Contains(buffers.entry(buffers.count() - 1).name.c_str()),
+                         io_error);
+    CHECK(std::equal(before.begin(), before.end(), target.parameters().values().begin()));  // untouched
+
+    w.set_metadata("format_version", "2");
+    w.write(path);
+    CHECK_THROWS_WITH_AS(io::load_checkpoint(path, target), doctest::Contains("format version 2"), io_error);
+}

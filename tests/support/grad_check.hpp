@@ -47,6 +47,62 @@ struct GradCheckReport {
     bool ok() const { return failures.empty() && compared > 0; }
 };
 
+// Compares the analytic gradients of a scalar function of a set of buffers with central
+// differences (several step sizes). Used by check_gradients below, and directly for a whole model
+// (parameters perturbed in place, the loss re-evaluated).
+//   values[i]   the buffer to perturb; analytic[i] its gradient; loss() re-evaluates in double.
+inline GradCheckReport compare_with_finite_differences(const std::vector<TensorView<double>>& values,
+                                                       const std::vector<TensorView<const double>>& analytic,
+                                                       const std::function<double()>& loss, GradCheckOptions opt = {}) {
+    GradCheckReport report;
+    Rng rng(opt.seed);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        const index_t n = values[i].size();
+        std::vector<index_t> elements;
+        if (opt.max_elements_per_input == 0 || n <= opt.max_elements_per_input) {
+            for (index_t k = 0; k < n; ++k) elements.push_back(k);
+        } else {
+            for (index_t k = 0; k < opt.max_elements_per_input; ++k)
+                elements.push_back(static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n))));
+        }
+        for (index_t k : elements) {
+            const double a = analytic[i][k];
+            if (!std::isfinite(a)) {
+                report.failures.push_back("tensor " + std::to_string(i) + " element " + std::to_string(k) + ": not finite");
+                continue;
+            }
+            double best_excess = INFINITY, best_numeric = 0;
+            for (double h : opt.steps) {
+                const double base = values[i][k];
+                values[i][k] = base + h;
+                const double lp = loss();
+                values[i][k] = base - h;
+                const double lm = loss();
+                values[i][k] = base;
+                const double numeric = (lp - lm) / (2 * h);
+                const double excess = std::abs(a - numeric) - (opt.abs_tol + opt.rel_tol * std::max(std::abs(a), std::abs(numeric)));
+                if (excess < best_excess) {
+                    best_excess = excess;
+                    best_numeric = numeric;
+                    if (excess <= 0) break;
+                }
+            }
+            const double err = std::abs(a - best_numeric), scale = std::max(std::abs(a), std::abs(best_numeric));
+            ++report.compared;
+            report.max_abs_error = std::max(report.max_abs_error, err);
+            report.max_abs_gradient = std::max(report.max_abs_gradient, scale);
+            if (scale > 0) report.max_rel_error = std::max(report.max_rel_error, err / scale);
+            if (best_excess > 0) {
+                std::ostringstream msg;
+                msg << "tensor " << i << " element " << k << ": analytic " << a << " vs numeric " << best_numeric;
+                report.failures.push_back(msg.str());
+            }
+        }
+    }
+    if (report.max_abs_gradient < 1e-9) report.failures.push_back("every compared gradient is ~0: the check would prove nothing");
+    return report;
+}
+
 // build(tape, vars) records the op(s) on the tape from the input vars and returns the output.
 using GraphBuilder = std::function<Var<double>(Tape<double>&, const std::vector<Var<double>>&)>;
 
@@ -115,56 +171,20 @@ inline GradCheckReport check_gradients(std::vector<Tensor<double>> inputs, const
         std::copy(guarded[i].data() + guard, guarded[i].data() + guard + n, seeded_grads[i].data());
     }
 
+    // Analytic = buffer after backward - seed; a never-written or overwritten element shows here.
+    std::vector<TensorView<double>> values;
+    std::vector<Tensor<double>> analytic_storage;
+    std::vector<TensorView<const double>> analytic;
     for (std::size_t i = 0; i < inputs.size(); ++i) {
         if (is_constant(i)) continue;
-        const index_t n = inputs[i].size();
-        std::vector<index_t> elements;
-        if (opt.max_elements_per_input == 0 || n <= opt.max_elements_per_input) {
-            for (index_t k = 0; k < n; ++k) elements.push_back(k);
-        } else {
-            for (index_t k = 0; k < opt.max_elements_per_input; ++k)
-                elements.push_back(static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n))));
-        }
-        for (index_t k : elements) {
-            const double analytic = seeded_grads[i][k] - seeds[i][k];
-            if (!std::isfinite(seeded_grads[i][k])) {
-                report.failures.push_back("input " + std::to_string(i) + " element " + std::to_string(k) +
-                                          ": gradient is not finite");
-                continue;
-            }
-            double best_err = INFINITY, best_numeric = 0;
-            for (double h : opt.steps) {
-                const double base = inputs[i][k];
-                inputs[i][k] = base + h;
-                const double lp = loss_of(inputs);
-                inputs[i][k] = base - h;
-                const double lm = loss_of(inputs);
-                inputs[i][k] = base;
-                const double numeric = (lp - lm) / (2 * h);
-                const double err = std::abs(analytic - numeric);
-                const double allowed = opt.abs_tol + opt.rel_tol * std::max(std::abs(analytic), std::abs(numeric));
-                if (err - allowed < best_err) {
-                    best_err = err - allowed;
-                    best_numeric = numeric;
-                    if (err <= allowed) break;
-                }
-            }
-            const double err = std::abs(analytic - best_numeric);
-            ++report.compared;
-            report.max_abs_error = std::max(report.max_abs_error, err);
-            report.max_abs_gradient = std::max({report.max_abs_gradient, std::abs(analytic), std::abs(best_numeric)});
-            const double scale = std::max(std::abs(analytic), std::abs(best_numeric));
-            if (scale > 0) report.max_rel_error = std::max(report.max_rel_error, err / scale);
-            if (best_err > 0) {
-                std::ostringstream msg;
-                msg << "input " << i << " element " << k << ": analytic " << analytic << " vs numeric " << best_numeric;
-                report.failures.push_back(msg.str());
-            }
-        }
+        analytic_storage.push_back(seeded_grads[i]);
+        analytic_storage.back().flat() -= seeds[i].flat();
+        values.push_back(inputs[i].view());
     }
-    if (report.max_abs_gradient < 1e-9)
-        report.failures.push_back("every compared gradient is ~0: the check would prove nothing");
-    return report;
+    for (const auto& a : analytic_storage) analytic.push_back(a.view());
+    GradCheckReport fd = compare_with_finite_differences(values, analytic, [&] { return loss_of(inputs); }, opt);
+    fd.failures.insert(fd.failures.begin(), report.failures.begin(), report.failures.end());
+    return fd;
 }
 
 // doctest glue: checks the report and prints what failed, with the seed.
@@ -181,65 +201,6 @@ inline Tensor<double> random_tensor(Shape shape, Rng& rng, double lo = -1, doubl
     Tensor<double> t(shape);
     for (index_t k = 0; k < t.size(); ++k) t[k] = rng.uniform(lo, hi);
     return t;
-}
-
-}  // namespace despeck::testing
-
-namespace despeck::testing {
-
-// The same comparison for any scalar function of a set of buffers whose analytic gradient is
-// already computed (a whole model: parameters perturbed in place, loss re-evaluated).
-//   values[i]   the buffer to perturb; analytic[i] its gradient; loss() re-evaluates in double.
-inline GradCheckReport compare_with_finite_differences(const std::vector<TensorView<double>>& values,
-                                                       const std::vector<TensorView<const double>>& analytic,
-                                                       const std::function<double()>& loss, GradCheckOptions opt = {}) {
-    GradCheckReport report;
-    Rng rng(opt.seed);
-    for (std::size_t i = 0; i < values.size(); ++i) {
-        const index_t n = values[i].size();
-        std::vector<index_t> elements;
-        if (opt.max_elements_per_input == 0 || n <= opt.max_elements_per_input) {
-            for (index_t k = 0; k < n; ++k) elements.push_back(k);
-        } else {
-            for (index_t k = 0; k < opt.max_elements_per_input; ++k)
-                elements.push_back(static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n))));
-        }
-        for (index_t k : elements) {
-            const double a = analytic[i][k];
-            if (!std::isfinite(a)) {
-                report.failures.push_back("tensor " + std::to_string(i) + " element " + std::to_string(k) + ": not finite");
-                continue;
-            }
-            double best_excess = INFINITY, best_numeric = 0;
-            for (double h : opt.steps) {
-                const double base = values[i][k];
-                values[i][k] = base + h;
-                const double lp = loss();
-                values[i][k] = base - h;
-                const double lm = loss();
-                values[i][k] = base;
-                const double numeric = (lp - lm) / (2 * h);
-                const double excess = std::abs(a - numeric) - (opt.abs_tol + opt.rel_tol * std::max(std::abs(a), std::abs(numeric)));
-                if (excess < best_excess) {
-                    best_excess = excess;
-                    best_numeric = numeric;
-                    if (excess <= 0) break;
-                }
-            }
-            const double err = std::abs(a - best_numeric), scale = std::max(std::abs(a), std::abs(best_numeric));
-            ++report.compared;
-            report.max_abs_error = std::max(report.max_abs_error, err);
-            report.max_abs_gradient = std::max(report.max_abs_gradient, scale);
-            if (scale > 0) report.max_rel_error = std::max(report.max_rel_error, err / scale);
-            if (best_excess > 0) {
-                std::ostringstream msg;
-                msg << "tensor " << i << " element " << k << ": analytic " << a << " vs numeric " << best_numeric;
-                report.failures.push_back(msg.str());
-            }
-        }
-    }
-    if (report.max_abs_gradient < 1e-9) report.failures.push_back("every compared gradient is ~0: the check would prove nothing");
-    return report;
 }
 
 }  // namespace despeck::testing

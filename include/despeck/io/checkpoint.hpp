@@ -5,10 +5,12 @@
 //   "<branch>.bn<i>.weight|bias|running_mean|running_var" [F]
 //   optionally the Adam state: "optimizer.m.<param name>", "optimizer.v.<param name>"
 //   __metadata__: "format" = "despeck-checkpoint", "format_version" = "1", "despeck_version",
-//                 "config" = the model configuration as a JSON string, "optimizer.step",
-//                 "optimizer.beta1|beta2|eps", plus any caller-supplied keys (epoch, ...).
-// Writing is atomic (io/atomic_file.hpp). Loading checks the format, the configuration against
-// the model, and every tensor's presence and shape, and names what is wrong.
+//                 "config" = the model configuration as a JSON string; with an optimiser state
+//                 "optimizer" = "adam", "optimizer.step", "optimizer.options" = JSON {beta1, beta2,
+//                 eps}; plus any caller-supplied keys (epoch, ...).
+// Writing is atomic (io/atomic_file.hpp). Loading checks the format and its version, the
+// configuration against the model, and every tensor's presence and shape, and names what is
+// wrong. It is all-or-nothing: every tensor is read and checked before the model is touched.
 #pragma once
 
 #include <filesystem>
@@ -111,6 +113,9 @@ inline DeSpeckNetConfig read_checkpoint_config(const SafetensorsFile& file) {
     if (it == md.end() || it->second != "despeck-checkpoint")
         despeck::detail::fail<io_error>("'", file.path(), "' is not a despeck checkpoint (metadata 'format' is ",
                                         it == md.end() ? std::string("missing") : "'" + it->second + "'", ")");
+    if (md.count("format_version") && md.at("format_version") != "1")
+        despeck::detail::fail<io_error>("'", file.path(), "' has checkpoint format version ", md.at("format_version"),
+                                        "; this despeck (", version_string, ") reads version 1");
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(file.metadata_value("config"));
@@ -137,20 +142,43 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
     if (stored.kernel != have.kernel) mismatch("kernel", stored.kernel, have.kernel);
     if (stored.combine != have.combine) mismatch("combine mode", to_string(stored.combine), to_string(have.combine));
 
+    // Read and check everything first; copy into the model only when all of it is valid.
+    auto read_all = [&](const ParameterStore<T>& store) {
+        std::vector<Tensor<T>> tensors;
+        for (std::size_t i = 0; i < store.count(); ++i) {
+            const auto& e = store.entry(i);
+            if (!file.contains(e.name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", e.name, "'");
+            tensors.push_back(file.tensor<T>(e.name, e.shape));
+        }
+        return tensors;
+    };
     auto& params = model.parameters();
-    for (std::size_t i = 0; i < params.count(); ++i) {
-        const auto& e = params.entry(i);
-        if (!file.contains(e.name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", e.name, "'");
-        const Tensor<T> t = file.tensor<T>(e.name, e.shape);
-        std::copy(t.data(), t.data() + t.size(), params.value(i).data);
-    }
     auto& buffers = model.buffers();
-    for (std::size_t i = 0; i < buffers.count(); ++i) {
-        const auto& e = buffers.entry(i);
-        if (!file.contains(e.name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", e.name, "'");
-        const Tensor<T> t = file.tensor<T>(e.name, e.shape);
-        std::copy(t.data(), t.data() + t.size(), buffers.value(i).data);
+    const std::vector<Tensor<T>> param_values = read_all(params), buffer_values = read_all(buffers);
+    std::int64_t adam_step = -1;
+    std::vector<T> m, v;
+    if (adam && file.metadata().count("optimizer.step")) {
+        try {
+            adam_step = std::stoll(file.metadata_value("optimizer.step"));
+        } catch (const std::exception&) {
+            despeck::detail::fail<io_error>("'", file.path(), "': optimizer.step '", file.metadata_value("optimizer.step"),
+                                            "' is not an integer");
+        }
+        m.resize(static_cast<std::size_t>(params.total_size()));
+        v.resize(m.size());
+        for (std::size_t i = 0; i < params.count(); ++i) {
+            const auto& e = params.entry(i);
+            const Tensor<T> tm = file.tensor<T>("optimizer.m." + e.name, e.shape);
+            const Tensor<T> tv = file.tensor<T>("optimizer.v." + e.name, e.shape);
+            std::copy(tm.data(), tm.data() + tm.size(), m.data() + e.offset);
+            std::copy(tv.data(), tv.data() + tv.size(), v.data() + e.offset);
+        }
     }
+    for (std::size_t i = 0; i < params.count(); ++i)
+        std::copy(param_values[i].data(), param_values[i].data() + param_values[i].size(), params.value(i).data);
+    for (std::size_t i = 0; i < buffers.count(); ++i)
+        std::copy(buffer_values[i].data(), buffer_values[i].data() + buffer_values[i].size(), buffers.value(i).data);
+    if (adam_step >= 0) adam->set_state(adam_step, std::move(m), std::move(v));
     if (!keep_loss_weights) {
         DeSpeckNetConfig& c = model.mutable_config();
         c.bn_eps = stored.bn_eps;
@@ -160,24 +188,6 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
         c.tv_weight = stored.tv_weight;
         c.tv_kind = stored.tv_kind;
         c.mask_normalization = stored.mask_normalization;
-    }
-    if (adam && file.metadata().count("optimizer.step")) {
-        std::int64_t step = 0;
-        try {
-            step = std::stoll(file.metadata_value("optimizer.step"));
-        } catch (const std::exception&) {
-            despeck::detail::fail<io_error>("'", file.path(), "': optimizer.step '", file.metadata_value("optimizer.step"),
-                                            "' is not an integer");
-        }
-        std::vector<T> m(static_cast<std::size_t>(params.total_size())), v(m.size());
-        for (std::size_t i = 0; i < params.count(); ++i) {
-            const auto& e = params.entry(i);
-            const Tensor<T> tm = file.tensor<T>("optimizer.m." + e.name, e.shape);
-            const Tensor<T> tv = file.tensor<T>("optimizer.v." + e.name, e.shape);
-            std::copy(tm.data(), tm.data() + tm.size(), m.data() + e.offset);
-            std::copy(tv.data(), tv.data() + tv.size(), v.data() + e.offset);
-        }
-        adam->set_state(step, std::move(m), std::move(v));
     }
 }
 

@@ -147,6 +147,9 @@ public:
     template <class T>
     Tensor<T> tensor(const std::string& name, const Shape& expected) const {
         const Entry& e = entry(name);
+        if (e.shape.size() > static_cast<std::size_t>(Shape::max_rank))
+            despeck::detail::fail<io_error>("'", path_, "': tensor '", name, "' has rank ", e.shape.size(), ", expected ",
+                                            expected);
         const Shape got = e.shape.empty() ? Shape{1} : Shape::from(e.shape);
         if (got != expected)
             despeck::detail::fail<io_error>("'", path_, "': tensor '", name, "' has shape ", got, ", expected ", expected);

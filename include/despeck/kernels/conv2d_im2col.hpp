@@ -57,6 +57,23 @@ void unfold(TensorView<const T> x, index_t K, index_t p0, index_t rows, T* col) 
     }
 }
 
+// Calls body(col, p0, rows) for consecutive chunks of the N*H*W pixels of x, with col
+// [rows, K*K*Ci] holding the chunk's unfolded receptive fields. The buffer comes from the tensor
+// cache, so repeated calls touch no fresh pages.
+template <class T, class Body>
+void for_each_unfolded_chunk(TensorView<const T> x, index_t K, Body&& body) {
+    const index_t pixels = x.shape[0] * x.shape[1] * x.shape[2];
+    const index_t width = K * K * x.shape[3];
+    const index_t rows = chunk_rows(width);
+    Tensor<T> col_storage = Tensor<T>::uninitialized(Shape{std::min(rows, pixels), width});
+    auto col = col_storage.matrix(std::min(rows, pixels), width);
+    for (index_t p0 = 0; p0 < pixels; p0 += rows) {
+        const index_t r = std::min(rows, pixels - p0);
+        unfold(x, K, p0, r, col.data());
+        body(col.topRows(r), p0, r);
+    }
+}
+
 }  // namespace detail_im2col
 
 // y = conv(x, w) + b when accumulate is false; y += conv(x, w) (+ b) when true.
@@ -68,20 +85,14 @@ void conv2d_forward_im2col(TensorView<const T> x, TensorView<const T> w, TensorV
     const index_t width = K * K * Ci;
     const auto wm = w.matrix(width, Co);
     auto ym = y.matrix(pixels, Co);
-    const index_t rows = detail_im2col::chunk_rows(width);
-    // The unfolded chunk comes from the tensor cache: no fresh pages on every call.
-    Tensor<T> col_storage = Tensor<T>::uninitialized(Shape{std::min(rows, pixels), width});
-    auto col = col_storage.matrix(std::min(rows, pixels), width);
-    for (index_t p0 = 0; p0 < pixels; p0 += rows) {
-        const index_t r = std::min(rows, pixels - p0);
-        detail_im2col::unfold(x, K, p0, r, col.data());
+    detail_im2col::for_each_unfolded_chunk<T>(x, K, [&](const auto& col, index_t p0, index_t r) {
         auto y_chunk = ym.middleRows(p0, r);
         if (accumulate)
-            y_chunk.noalias() += col.topRows(r) * wm;
+            y_chunk.noalias() += col * wm;
         else
-            y_chunk.noalias() = col.topRows(r) * wm;
+            y_chunk.noalias() = col * wm;
         if (!b.empty()) y_chunk.rowwise() += b.flat().matrix().transpose();
-    }
+    });
 }
 
 // dx += conv(dy, w rotated 180 degrees with in/out swapped); see the header comment.
@@ -105,14 +116,9 @@ void conv2d_backward_weights_im2col(TensorView<const T> x, TensorView<const T> d
     const index_t width = K * K * Ci;
     auto dwm = dw.matrix(width, Co);
     const auto dym = dy.matrix(pixels, Co);
-    const index_t rows = detail_im2col::chunk_rows(width);
-    Tensor<T> col_storage = Tensor<T>::uninitialized(Shape{std::min(rows, pixels), width});
-    auto col = col_storage.matrix(std::min(rows, pixels), width);
-    for (index_t p0 = 0; p0 < pixels; p0 += rows) {
-        const index_t r = std::min(rows, pixels - p0);
-        detail_im2col::unfold(x, K, p0, r, col.data());
-        dwm.noalias() += col.topRows(r).transpose() * dym.middleRows(p0, r);
-    }
+    detail_im2col::for_each_unfolded_chunk<T>(x, K, [&](const auto& col, index_t p0, index_t r) {
+        dwm.noalias() += col.transpose() * dym.middleRows(p0, r);
+    });
     if (!db.empty()) db.flat().matrix() += dym.colwise().sum().transpose();
 }
 
