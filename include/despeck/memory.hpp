@@ -29,8 +29,10 @@ public:
     static constexpr std::size_t alignment = 64;
 
     static BlockCache& instance() {
-        static BlockCache cache;  // never destroyed before the tensors of static objects
-        return cache;
+        // Deliberately never destroyed: a static or thread-local Tensor released at exit must still
+        // find a live cache, whatever the order of static destruction.
+        static BlockCache* cache = new BlockCache;
+        return *cache;
     }
 
     void* acquire(std::size_t bytes) {
@@ -55,9 +57,12 @@ public:
         if (bytes >= min_cached_bytes) {
             std::lock_guard<std::mutex> lock(mutex_);
             if (idle_bytes_ + bytes <= limit_) {
-                idle_.emplace(bytes, p);
-                idle_bytes_ += bytes;
-                return;
+                try {
+                    idle_.emplace(bytes, p);
+                    idle_bytes_ += bytes;
+                    return;
+                } catch (...) {  // no memory for the cache's own node: free the block instead
+                }
             }
         }
         std::free(p);
@@ -73,7 +78,10 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         limit_ = bytes;
     }
-    std::size_t limit() const { return limit_; }
+    std::size_t limit() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return limit_;
+    }
     std::size_t idle_bytes() {
         std::lock_guard<std::mutex> lock(mutex_);
         return idle_bytes_;

@@ -214,6 +214,7 @@ private:
 template <class V>
 void require_nhwc(const char* where, const char* name, const V& t) {
     if (t.shape.rank() != 4) detail::fail<shape_error>(where, ": ", name, " must be NHWC (rank 4), got ", t.shape);
+    if (t.shape[3] == 0) detail::fail<shape_error>(where, ": ", name, " ", t.shape, " has no channels");
 }
 
 template <class A, class B>

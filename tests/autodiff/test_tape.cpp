@@ -55,6 +55,9 @@ TEST_CASE("Tape: misuse is an error, not a crash") {
     tape.clear();
     CHECK(tape.size() == 0);
     CHECK_THROWS_AS(tape.value(v), error);                           // cleared
+    tape.constant(Tensor<double>(Shape{2}, 5.0));
+    tape.constant(Tensor<double>(Shape{2}, 6.0));
+    CHECK_THROWS_AS(tape.value(v), error);  // a Var from before clear() never reads a new node
 }
 
 TEST_CASE("Tape: constants get no backward function recorded") {

@@ -197,3 +197,39 @@ TEST_CASE("checkpoint: loading is all-or-nothing, and a newer format version is 
     w.write(path);
     CHECK_THROWS_WITH_AS(io::load_checkpoint(path, target), doctest::Contains("format version 2"), io_error);
 }
+
+TEST_CASE("safetensors: a shape whose byte count overflows is refused; a bad optimizer.step is an io_error") {
+    DeSpeckNet<float> model(small(), 10);
+    Adam<float> adam;
+    Tensor<float> x(Shape{1, 4, 4, 2}, 1.0f);
+    model.train_step(x.view(), x.view(), {}, adam, 1e-3);
+    const fs::path path = tmp_path("with_adam.safetensors");
+    io::save_checkpoint(path, model, &adam);
+    const std::string bytes = read_bytes(path);
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    auto header = nlohmann::json::parse(bytes.substr(8, n));
+    auto rewrite = [&](const nlohmann::json& h) {
+        std::string text = h.dump();
+        text.append((8 - text.size() % 8) % 8, ' ');
+        const std::uint64_t len = text.size();
+        std::string out(reinterpret_cast<const char*>(&len), 8);
+        write_bytes(path, out + text + bytes.substr(8 + n));
+    };
+    auto overflow = header;
+    overflow["clean.conv0.bias"]["shape"] = {4611686018427387904LL, 4};
+    overflow["clean.conv0.bias"]["data_offsets"] = {0, 0};
+    rewrite(overflow);
+    CHECK_THROWS_WITH_AS(io::SafetensorsFile::read(path), doctest::Contains("overflow"), io_error);
+    for (const char* bad : {"-3", "12abc", ""}) {
+        auto h = header;
+        h["__metadata__"]["optimizer.step"] = bad;
+        rewrite(h);
+        DeSpeckNet<float> target(small(), 11);
+        const std::vector<float> before(target.parameters().values().begin(), target.parameters().values().end());
+        Adam<float> fresh;
+        CHECK_THROWS_WITH_AS(io::load_checkpoint(path, target, &fresh), doctest::Contains("optimizer.step"), io_error);
+        CHECK(std::equal(before.begin(), before.end(), target.parameters().values().begin()));
+        CHECK(fresh.step_count() == 0);
+    }
+}

@@ -186,7 +186,24 @@ TEST_CASE("DeSpeckNet: bad configurations and inputs are errors that name the va
     Tensor<float> one_channel(Shape{1, 4, 4, 1});
     CHECK_THROWS_WITH_AS(model.predict_clean(one_channel.view()), doctest::Contains("1 channels"), shape_error);
     Tensor<float> x(Shape{1, 4, 4, 2}, 1.0f);
+    Tensor<float> good = x;
     x[3] = std::nanf("");
     Adam<float> adam;
+    model.train_step(good.view(), good.view(), {}, adam, 1e-3);
+    const std::vector<float> buffers(model.buffers().values().begin(), model.buffers().values().end());
+    const std::vector<float> params(model.parameters().values().begin(), model.parameters().values().end());
     CHECK_THROWS_AS(model.train_step(x.view(), x.view(), {}, adam, 1e-3), value_error);
+    // A failed step leaves the running statistics and the weights as they were.
+    CHECK(std::equal(buffers.begin(), buffers.end(), model.buffers().values().begin()));
+    CHECK(std::equal(params.begin(), params.end(), model.parameters().values().begin()));
+    CHECK(adam.step_count() == 1);
+    CHECK_THROWS_WITH_AS(model.predict_clean(x.view()), doctest::Contains("flat index 3"), value_error);
+    // Training options may change; the architecture may not.
+    DeSpeckNetConfig tuned = model.config();
+    tuned.clean_weight = 0;
+    tuned.tv_weight = 0.1;
+    model.set_config(tuned);
+    CHECK(model.config().tv_weight == 0.1);
+    tuned.filters = 7;
+    CHECK_THROWS_AS(model.set_config(tuned), value_error);
 }

@@ -139,6 +139,11 @@ TEST_CASE("mse: values by hand, and masked pixels drop out") {
     CHECK_THROWS_AS(ops::mse(va, vb, bad.view()), shape_error);
     Tensor<double> negative(Shape{1, 1, 2, 1}, {-1.0, 1.0});
     CHECK_THROWS_AS(ops::mse(va, vb, negative.view()), value_error);
+    Tensor<double> nan_mask(Shape{1, 1, 2, 1}, {std::nan(""), 1.0});
+    CHECK_THROWS_AS(ops::mse(va, vb, nan_mask.view()), value_error);
+    Tensor<double> no_channels(Shape{1, 1, 2, 0});
+    CHECK_THROWS_WITH_AS(ops::mse(tape.constant(no_channels), tape.constant(no_channels)), doctest::Contains("no channels"),
+                         shape_error);
 }
 
 TEST_CASE("total_variation: gradients (both kinds) and values by hand") {

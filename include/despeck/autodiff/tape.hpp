@@ -15,6 +15,7 @@
 // gradient buffer that the optimiser (and, later, an MPI all-reduce) reads.
 #pragma once
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <string>
@@ -33,6 +34,7 @@ template <class T>
 struct Var {
     Tape<T>* tape = nullptr;
     int id = -1;
+    std::uint64_t generation = 0;  // the tape's clear() count when the Var was made
 
     bool valid() const { return tape != nullptr && id >= 0; }
     TensorView<T> value() const { return tape->value(*this); }
@@ -69,11 +71,11 @@ public:
     }
     // A leaf whose value and gradient live elsewhere (a parameter). Backward adds into `grad`;
     // zeroing it between steps is the owner's job (ParameterStore::zero_grad).
-    Var<T> parameter(TensorView<T> value, TensorView<T> grad, const char* name = "parameter") {
+    Var<T> parameter(TensorView<T> value, TensorView<T> grad, std::string name = "parameter") {
         if (value.shape != grad.shape)
             detail::fail<shape_error>("Tape::parameter ", name, ": value ", value.shape, " and gradient ", grad.shape,
                                       " differ");
-        return push(value, grad, true, nullptr, name);
+        return push(value, grad, true, nullptr, std::move(name));
     }
     // The output of an op. `backward` is dropped when no input needs a gradient.
     Var<T> record(const char* op, Tensor<T> value, bool requires_grad, BackwardFn backward) {
@@ -91,7 +93,7 @@ public:
         if (n.grad.empty()) detail::fail<error>("Tape: gradient of node ", v.id, " (", n.op, ") read before backward()");
         return n.grad;
     }
-    const char* op_name(Var<T> v) const { return node(v).op; }
+    const std::string& op_name(Var<T> v) const { return node(v).op; }
     std::size_t size() const { return nodes_.size(); }
 
     // Reverse pass from `root`, seeding d(root) with `seed` (same shape as root's value).
@@ -99,6 +101,9 @@ public:
     void backward(Var<T> root, TensorView<const T> seed) {
         Node& r = node_mut(root);
         if (!r.requires_grad) detail::fail<error>("Tape::backward: the root (", r.op, ") depends on no parameter");
+        // Gradients of nodes after the root stay from an earlier pass unless reset here.
+        for (std::size_t i = static_cast<std::size_t>(root.id) + 1; i < nodes_.size(); ++i)
+            if (!nodes_[i].borrowed_grad) nodes_[i].grad = {};
         if (seed.shape != r.value.shape)
             detail::fail<shape_error>("Tape::backward: seed ", seed.shape, " for root ", r.value.shape);
         for (std::size_t i = 0; i <= static_cast<std::size_t>(root.id); ++i) {
@@ -110,8 +115,9 @@ public:
         }
         r.grad.flat() += seed.flat();
         for (int i = root.id; i >= 0; --i) {
-            Node& n = nodes_[static_cast<std::size_t>(i)];
-            if (n.backward) n.backward(*this, Var<T>{this, i});
+            // A copy: the function must survive even if it recorded nodes (vector reallocation).
+            const BackwardFn fn = nodes_[static_cast<std::size_t>(i)].backward;
+            if (fn) fn(*this, Var<T>{this, i, generation_});
         }
     }
     // Reverse pass from a scalar loss (seed 1).
@@ -124,6 +130,7 @@ public:
 
     // Ends the step: drops every node, activation and activation gradient.
     void clear() {
+        ++generation_;
         nodes_.clear();
         storage_.clear();
         grad_storage_.clear();
@@ -136,27 +143,27 @@ private:
         BackwardFn backward;
         bool requires_grad = false;
         bool borrowed_grad = false;
-        const char* op = "";
+        std::string op;
     };
 
     TensorView<T> own(Tensor<T> t) {
         storage_.push_back(std::move(t));  // deque: addresses of earlier elements stay valid
         return storage_.back().view();
     }
-    Var<T> push(TensorView<T> value, TensorView<T> grad, bool requires_grad, BackwardFn backward, const char* op) {
+    Var<T> push(TensorView<T> value, TensorView<T> grad, bool requires_grad, BackwardFn backward, std::string op) {
         Node n;
         n.value = value;
         n.grad = grad;
         n.borrowed_grad = !grad.empty();
         n.requires_grad = requires_grad;
         n.backward = std::move(backward);
-        n.op = op;
+        n.op = std::move(op);
         nodes_.push_back(std::move(n));
-        return Var<T>{this, static_cast<int>(nodes_.size()) - 1};
+        return Var<T>{this, static_cast<int>(nodes_.size()) - 1, generation_};
     }
     const Node& node(Var<T> v) const {
-        if (v.tape != this || v.id < 0 || static_cast<std::size_t>(v.id) >= nodes_.size())
-            detail::fail<error>("Tape: Var ", v.id, " does not belong to this tape (cleared, or another tape's)");
+        if (v.tape != this || v.id < 0 || static_cast<std::size_t>(v.id) >= nodes_.size() || v.generation != generation_)
+            detail::fail<error>("Tape: Var ", v.id, " does not belong to this tape (cleared since, or another tape's)");
         return nodes_[static_cast<std::size_t>(v.id)];
     }
     Node& node_mut(Var<T> v) { return const_cast<Node&>(node(v)); }
@@ -164,6 +171,7 @@ private:
     std::vector<Node> nodes_;
     std::deque<Tensor<T>> storage_;
     std::deque<Tensor<T>> grad_storage_;
+    std::uint64_t generation_ = 0;
 };
 
 // True when any of the vars needs a gradient: an op's output then needs one too.

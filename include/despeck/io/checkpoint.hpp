@@ -13,6 +13,7 @@
 // wrong. It is all-or-nothing: every tensor is read and checked before the model is touched.
 #pragma once
 
+#include <charconv>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -158,12 +159,11 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
     std::int64_t adam_step = -1;
     std::vector<T> m, v;
     if (adam && file.metadata().count("optimizer.step")) {
-        try {
-            adam_step = std::stoll(file.metadata_value("optimizer.step"));
-        } catch (const std::exception&) {
-            despeck::detail::fail<io_error>("'", file.path(), "': optimizer.step '", file.metadata_value("optimizer.step"),
-                                            "' is not an integer");
-        }
+        const std::string text = file.metadata_value("optimizer.step");
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), adam_step);
+        if (ec != std::errc() || end != text.data() + text.size() || adam_step < 0)
+            despeck::detail::fail<io_error>("'", file.path(), "': optimizer.step '", text,
+                                            "' is not a non-negative integer");
         m.resize(static_cast<std::size_t>(params.total_size()));
         v.resize(m.size());
         for (std::size_t i = 0; i < params.count(); ++i) {
@@ -180,7 +180,7 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
         std::copy(buffer_values[i].data(), buffer_values[i].data() + buffer_values[i].size(), buffers.value(i).data);
     if (adam_step >= 0) adam->set_state(adam_step, std::move(m), std::move(v));
     if (!keep_loss_weights) {
-        DeSpeckNetConfig& c = model.mutable_config();
+        DeSpeckNetConfig c = model.config();
         c.bn_eps = stored.bn_eps;
         c.bn_momentum = stored.bn_momentum;
         c.clean_weight = stored.clean_weight;
@@ -188,6 +188,7 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
         c.tv_weight = stored.tv_weight;
         c.tv_kind = stored.tv_kind;
         c.mask_normalization = stored.mask_normalization;
+        model.set_config(c);
     }
 }
 

@@ -177,13 +177,18 @@ private:
         const std::size_t elem = detail_st::dtype_size(e.dtype);
         if (elem == 0) despeck::detail::fail<io_error>("'", path, "': tensor '", name, "' has unsupported dtype ", e.dtype);
         std::uint64_t count = 1;
-        for (index_t d : e.shape) count *= static_cast<std::uint64_t>(d);
+        for (index_t d : e.shape)
+            if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(d), &count))
+                despeck::detail::fail<io_error>("'", path, "': tensor '", name, "' has an impossible shape (overflow)");
+        std::uint64_t bytes = 0;
+        if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(elem), &bytes))
+            despeck::detail::fail<io_error>("'", path, "': tensor '", name, "' has an impossible shape (overflow)");
         if (e.end < e.begin || e.end > data_size)
             despeck::detail::fail<io_error>("'", path, "': tensor '", name, "' spans bytes [", e.begin, ", ", e.end,
                                             ") beyond the ", data_size, " bytes of data (truncated file?)");
-        if (e.end - e.begin != count * elem)
+        if (e.end - e.begin != bytes)
             despeck::detail::fail<io_error>("'", path, "': tensor '", name, "' holds ", e.end - e.begin, " bytes, its ",
-                                            e.dtype, " shape needs ", count * elem);
+                                            e.dtype, " shape needs ", bytes);
         return e;
     }
 

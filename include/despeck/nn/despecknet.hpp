@@ -163,7 +163,17 @@ public:
     }
 
     const DeSpeckNetConfig& config() const { return cfg_; }
-    DeSpeckNetConfig& mutable_config() { return cfg_; }  // loss weights may change between phases
+    // Replaces the training options (loss weights, TV, mask normalisation, batch-norm eps and
+    // momentum) between phases, e.g. for tuning; the architecture must stay as it is.
+    void set_config(const DeSpeckNetConfig& c) {
+        c.validate();
+        if (c.depth != cfg_.depth || c.filters != cfg_.filters || c.channels != cfg_.channels || c.kernel != cfg_.kernel ||
+            c.combine != cfg_.combine)
+            detail::fail<value_error>("DeSpeckNet::set_config: depth, filters, channels, kernel and combine mode are fixed (",
+                                      cfg_.depth, "/", cfg_.filters, "/", cfg_.channels, "/", cfg_.kernel, "/",
+                                      to_string(cfg_.combine), ")");
+        cfg_ = c;
+    }
     ParameterStore<T>& parameters() { return params_; }
     const ParameterStore<T>& parameters() const { return params_; }
     ParameterStore<T>& buffers() { return buffers_; }
@@ -176,7 +186,7 @@ public:
     Var<T> branch(Tape<T>& tape, int b, Var<T> x, ops::Mode mode, bool trainable = true) {
         check_input("DeSpeckNet::branch", x.value());
         auto p = [&](std::size_t i) {
-            return trainable ? tape.parameter(params_.value(i), params_.grad(i), params_.entry(i).name.c_str())
+            return trainable ? tape.parameter(params_.value(i), params_.grad(i), params_.entry(i).name)
                              : tape.constant_view(params_.value(i));
         };
         Var<T> h = x;
@@ -227,6 +237,14 @@ public:
     // optimiser step is where data-parallel training all-reduces parameters().grads().
     Losses<T> compute_gradients(TensorView<const T> input, TensorView<const T> reference, TensorView<const T> mask) {
         check_input("DeSpeckNet::compute_gradients", input);
+        // The training forward pass updates the batch-norm running statistics; a failed step puts
+        // them back, so a caller that skips a bad batch keeps a usable model.
+        const std::vector<T> saved_buffers(buffers_.values().begin(), buffers_.values().end());
+        auto fail_and_restore = [&](auto&&... parts) {
+            std::copy(saved_buffers.begin(), saved_buffers.end(), buffers_.values().begin());
+            params_.zero_grad();
+            detail::fail<value_error>(parts...);
+        };
         Tape<T> tape;
         params_.zero_grad();
         Var<T> x = tape.constant_view(input);
@@ -235,10 +253,13 @@ public:
         const LossVars l = losses(out, x, ref, mask);
         const Losses<T> result = read(l);
         if (!std::isfinite(static_cast<double>(result.total)))
-            detail::fail<value_error>("DeSpeckNet: the loss is ", result.total, " (clean ", result.clean,
-                                      ", reconstruction ", result.reconstruction,
-                                      "); check the input for NaN/inf or lower the learning rate");
+            fail_and_restore("DeSpeckNet: the loss is ", result.total, " (clean ", result.clean, ", reconstruction ",
+                             result.reconstruction, "); check the input for NaN/inf or lower the learning rate");
         tape.backward(l.total);
+        for (T g : params_.grads())
+            if (!std::isfinite(static_cast<double>(g)))
+                fail_and_restore("DeSpeckNet: a gradient is ", g, " although the loss is ", result.total,
+                                 "; lower the learning rate or the loss weights");
         return result;
     }
 
@@ -266,8 +287,14 @@ public:
     Tensor<T> predict_clean(TensorView<const T> x) const { return run_branch(clean_branch, x); }
     Tensor<T> predict_noise(TensorView<const T> x) const { return run_branch(noise_branch, x); }
 
+    // x must be finite: fill no-data (NaN) pixels before calling, or a NaN would spread over the
+    // receptive field around it. A non-finite input is a value_error naming the first one.
     Tensor<T> run_branch(int b, TensorView<const T> x) const {
         check_input("DeSpeckNet::predict", x);
+        for (index_t i = 0; i < x.size(); ++i)
+            if (!std::isfinite(static_cast<double>(x[i])))
+                detail::fail<value_error>("DeSpeckNet::predict: input ", x.shape, " has a non-finite value (", x[i],
+                                          ") at flat index ", i, "; fill no-data pixels first");
         Tensor<T> h = Tensor<T>::from_view(x);
         for (const Layer& layer : layers_.at(static_cast<std::size_t>(b))) {
             h = ops::conv2d_forward<T>(h.view(), params_.value(layer.weight), params_.value(layer.bias));

@@ -50,6 +50,10 @@ Tensor<T> batch_norm_forward_training(TensorView<const T> x, TensorView<const T>
     batch_norm_check("batch_norm", x, gamma, beta);
     const index_t C = x.shape[3], M = x.size() / C;
     if (M < 1) detail::fail<shape_error>("batch_norm: empty input ", x.shape);
+    const bool no_running = running_mean.empty() && running_var.empty();
+    if (!no_running && (running_mean.shape != Shape{C} || running_var.shape != Shape{C}))
+        detail::fail<shape_error>("batch_norm: running statistics ", running_mean.shape, " / ", running_var.shape,
+                                  " must both be [", C, "] (or both absent)");
     const auto xm = x.matrix(M, C);
     // Two-pass statistics accumulated in double: dB-scale activations carry large offsets that a
     // one-pass float E[x^2] - E[x]^2 would cancel away.

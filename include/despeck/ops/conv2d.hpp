@@ -53,6 +53,7 @@ template <class T>
 Var<T> conv2d(Var<T> x, Var<T> w, Var<T> b = {}) {
     Tape<T>& tape = same_tape("conv2d", x, w);
     const bool has_bias = b.valid();
+    if (has_bias) same_tape("conv2d", x, b);
     Tensor<T> y = conv2d_forward<T>(x.value(), w.value(), has_bias ? b.value() : TensorView<T>{});
     const bool needs = any_requires_grad(x, w) || (has_bias && b.requires_grad());
     return tape.record("conv2d", std::move(y), needs, [x, w, b, has_bias](Tape<T>& t, Var<T> out) {

@@ -53,7 +53,8 @@ Var<T> mse(Var<T> a, Var<T> b, std::type_identity_t<TensorView<const T>> mask = 
     Tape<T>& tape = same_tape("mse", a, b);
     mse_check<T>(a.value(), b.value(), mask);
     Tensor<T> w = mse_weights<T>(a.value(), mask);
-    if (!w.empty() && (w.flat() < T(0)).any()) detail::fail<value_error>("mse: the mask has negative weights");
+    if (!w.empty() && !(w.flat() >= T(0)).all())
+        detail::fail<value_error>("mse: the mask has negative or NaN weights");
     const T denom = mse_denominator<T>(a.value(), w, norm);
     // An all-zero mask under weight_sum: the loss and its gradient are 0, not 0/0.
     const T inv = denom > T(0) ? T(1) / denom : T(0);
