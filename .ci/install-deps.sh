@@ -8,5 +8,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   ca-certificates g++ make cmake \
-  libeigen3-dev nlohmann-json3-dev doctest-dev libcli11-dev libgomp1 >/dev/null
+  libeigen3-dev nlohmann-json3-dev doctest-dev libcli11-dev libgomp1 \
+  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev gdal-bin >/dev/null
 echo "despeck dependencies installed"
