@@ -9,5 +9,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   ca-certificates g++ make cmake \
   libeigen3-dev nlohmann-json3-dev doctest-dev libcli11-dev libgomp1 \
-  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev gdal-bin >/dev/null
+  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev gdal-bin python3-numpy >/dev/null
 echo "despeck dependencies installed"
