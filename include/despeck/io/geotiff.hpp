@@ -186,7 +186,9 @@ public:
         std::error_code ec;
         if (!std::filesystem::exists(path, ec)) despeck::detail::fail<io_error>("'", path_, "' does not exist");
         if (std::filesystem::file_size(path, ec) == 0 && !ec) despeck::detail::fail<io_error>("'", path_, "' is empty (0 bytes)");
-        tif_ = detail_tiff::open(path_, "r", messages_);
+        // "m": no memory mapping. A mapped file's pages count in the resident set as they are read,
+        // so a scene streamed block by block would still end up wholly resident.
+        tif_ = detail_tiff::open(path_, "rm", messages_);
         if (!tif_) despeck::detail::fail<io_error>("cannot open '", path_, "' as TIFF: ", messages_.take_errors());
         try {
             read_header(units);
