@@ -24,6 +24,7 @@ struct TileOptions {
     index_t tile_cols = 512;
     index_t halo = -1;  // -1: the model's receptive radius; smaller values are refused
     std::function<void(index_t rows_done, index_t rows_total)> progress;  // optional
+    bool noise_branch = false;  // run the noise branch instead of the clean one (same receptive field)
 };
 
 template <class T>
@@ -55,7 +56,7 @@ void predict_tiled(const DeSpeckNet<T>& model, index_t rows, index_t cols, index
             for (index_t r = 0; r < in1 - in0; ++r)
                 std::copy(stripe.data() + (r * cols + ic0) * bands, stripe.data() + (r * cols + ic1) * bands,
                           tile.data() + r * (ic1 - ic0) * bands);
-            const Tensor<T> clean = model.predict_clean(tile.view());
+            const Tensor<T> clean = opt.noise_branch ? model.predict_noise(tile.view()) : model.predict_clean(tile.view());
             // Centre of the tile: rows [r0, r1) and cols [c0, c1) of the scene.
             for (index_t r = r0; r < r1; ++r)
                 std::copy(clean.data() + ((r - in0) * (ic1 - ic0) + (c0 - ic0)) * bands,
