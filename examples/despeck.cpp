@@ -299,6 +299,8 @@ int main(int argc, char** argv) {
                 if (bar.tty && done == total) std::fprintf(stderr, "\n");
             };
             const workflow::DespeckleReport r = workflow::despeckle_geotiff(model, d_input, d_output, opt);
+            if (!r.georeferenced)
+                std::fprintf(stderr, "warning: '%s' has no georeferencing; '%s' has none either\n", d_input.c_str(), d_output.c_str());
             std::printf("%s: %lld x %lld x %lld, %lld no-data pixels kept, %.1f s (%.3f Mpx/s)\n", d_output.c_str(), (long long)r.cols,
                         (long long)r.rows, (long long)r.bands, (long long)r.invalid_pixels, r.seconds,
                         double(r.rows * r.cols) / r.seconds / 1e6);

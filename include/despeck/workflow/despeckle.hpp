@@ -37,6 +37,7 @@ struct DespeckleOptions {
 
 struct DespeckleReport {
     index_t rows = 0, cols = 0, bands = 0, invalid_pixels = 0;
+    bool georeferenced = false;  // the input had georeferencing tags (copied to the output)
     double seconds = 0;
 };
 
@@ -125,6 +126,7 @@ inline DespeckleReport despeckle_geotiff(const DeSpeckNet<float>& model, const s
     report.cols = cols;
     report.bands = bands;
     report.invalid_pixels = rows * cols - valid;
+    report.georeferenced = !in.geo.empty();
     auto run = [&](const std::filesystem::path& path, bool noise) {
         raster::RasterInfo info = out_info;
         if (noise) {
