@@ -110,7 +110,9 @@ int run_training(DeSpeckNet<float>& model, const TrainArgs& a, bool quiet = fals
     opt.batch_size = a.batch;
     opt.schedule = parse_schedule(a.lr);
     opt.seed = a.seed;
-    opt.rot90 = a.rot90;
+    // Augmentation as recorded by `despeck prepare` (--rot90 there), unless asked for here.
+    opt.flips = train.manifest.options.flips;
+    opt.rot90 = a.rot90 || train.manifest.options.rot90;
     opt.run_dir = a.out;
     opt.resume = a.resume;
     opt.stop = &g_stop;

@@ -2,7 +2,7 @@
 // memory grows by about one block of every scene, not by the scenes' size. Six 3000 x 3000
 // two-band float scenes (432 MB of pixels) are written block by block, then reduced to median,
 // std and mask GeoTIFFs block by block; the process's peak resident set (VmHWM, reset before the
-// reduction through /proc/self/clear_refs) may grow by far less than one scene (72 MB).
+// reduction through /proc/self/clear_refs) may grow by far less than one scene (68 MiB).
 #include <doctest/doctest.h>
 
 #include <filesystem>

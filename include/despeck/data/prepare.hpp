@@ -11,8 +11,9 @@
 // Tuning mode (prepare_tuning): one scene ──> dB ──> patches of input only (no reference, no mask).
 //
 // Memory: the temporal reduction streams (block_rows rows of every scene at a time); patch
-// cutting holds the input scene, the reference and the masks in memory (about 8 bytes per pixel
-// per band plus 2 bytes per pixel).
+// cutting holds the input scene, the reference and the masks in memory: at the peak, while the
+// input is converted, the raw scene, its dB copy and the median (about 12 bytes per pixel per
+// band) plus two byte-per-pixel masks.
 #pragma once
 
 #include <filesystem>
