@@ -116,8 +116,15 @@ int run_training(DeSpeckNet<float>& model, const TrainArgs& a, bool quiet = fals
     opt.run_dir = a.out;
     opt.resume = a.resume;
     opt.stop = &g_stop;
+    g_stop = false;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    struct RestoreSignals {
+        ~RestoreSignals() {
+            std::signal(SIGINT, SIG_DFL);
+            std::signal(SIGTERM, SIG_DFL);
+        }
+    } restore_signals;
     if (!quiet)
         std::printf("training on %lld patches (%s), %lld validation; model depth %d, %d filters, %d channel(s), %s\n",
                     (long long)train.count(), train.has_reference() ? "training mode" : "tuning mode: no reference",
@@ -181,7 +188,7 @@ int main(int argc, char** argv) {
     tr->add_option("--data", t.data, "dataset directory from `despeck prepare`")->required()->check(CLI::ExistingDirectory);
     tr->add_option("--out", t.out, "run directory: checkpoints, log, loss curve")->required();
     tr->add_option("--epochs", t.epochs, "epochs")->check(CLI::PositiveNumber);
-    tr->add_option("--steps-per-epoch", t.steps, "steps per epoch (0: one pass over the data)");
+    tr->add_option("--steps-per-epoch", t.steps, "steps per epoch (0: one pass over the data)")->check(CLI::NonNegativeNumber);
     tr->add_option("--batch", t.batch, "patches per step")->check(CLI::PositiveNumber);
     tr->add_option("--lr", t.lr, "learning rates by epoch, e.g. 1e-3@0,1e-4@30");
     tr->add_option("--depth", t.depth, "conv layers per branch")->check(CLI::Range(2, 64));
@@ -204,10 +211,10 @@ int main(int argc, char** argv) {
     tu->add_option("--data", u.data, "tuning dataset (`despeck prepare --tuning`)")->required()->check(CLI::ExistingDirectory);
     tu->add_option("--out", u.out, "run directory")->required();
     tu->add_option("--epochs", u.epochs, "epochs")->check(CLI::PositiveNumber);
-    tu->add_option("--steps-per-epoch", u.steps, "steps per epoch (0: one pass)");
+    tu->add_option("--steps-per-epoch", u.steps, "steps per epoch (0: one pass)")->check(CLI::NonNegativeNumber);
     tu->add_option("--batch", u.batch, "patches per step")->check(CLI::PositiveNumber);
     tu->add_option("--lr", u.lr, "learning rates by epoch");
-    tu->add_option("--tv-weight", u.tv_weight, "weight of total variation of the clean output");
+    auto* tu_tv = tu->add_option("--tv-weight", u.tv_weight, "weight of total variation of the clean output (default: the model's)");
     tu->add_option("--seed", u.seed, "seed");
     tu->add_flag("--resume", u.resume, "continue from <out>/last.safetensors");
 
@@ -267,6 +274,11 @@ int main(int argc, char** argv) {
         if (*tr) {
             if (!t.resume && fs::exists(fs::path(t.out) / "last.safetensors"))
                 detail::fail<value_error>("'", t.out, "' already holds a run; use --resume to continue it or another --out");
+            if (t.resume) {
+                // The model (architecture, loss weights) comes from the run's own checkpoint.
+                DeSpeckNet<float> model = io::load_model<float>(fs::path(t.out) / "last.safetensors");
+                return run_training(model, t);
+            }
             const data::PatchDataset probe = data::load_patches(fs::path(t.data) / "train");
             DeSpeckNetConfig cfg;
             cfg.depth = t.depth;
@@ -281,10 +293,14 @@ int main(int argc, char** argv) {
             return run_training(model, t);
         }
         if (*tu) {
-            DeSpeckNet<float> model = io::load_model<float>(u_model);
-            DeSpeckNetConfig cfg = model.config();
-            cfg.tv_weight = u.tv_weight;
-            model.set_config(cfg);
+            if (!u.resume && fs::exists(fs::path(u.out) / "last.safetensors"))
+                detail::fail<value_error>("'", u.out, "' already holds a run; use --resume to continue it or another --out");
+            DeSpeckNet<float> model = io::load_model<float>(u.resume ? fs::path(u.out) / "last.safetensors" : fs::path(u_model));
+            if (tu_tv->count() > 0) {
+                DeSpeckNetConfig cfg = model.config();
+                cfg.tv_weight = u.tv_weight;
+                model.set_config(cfg);
+            }
             return run_training(model, u);
         }
         if (*ds) {
@@ -341,8 +357,8 @@ int main(int argc, char** argv) {
             a.out = (work / "run").string();
             a.depth = 9;
             a.filters = 32;
-            a.steps = 100;
-            a.epochs = std::max<index_t>(1, demo_steps / a.steps);
+            a.steps = std::min<index_t>(100, demo_steps);
+            a.epochs = (demo_steps + a.steps - 1) / a.steps;
             a.lr = "1e-3@0,1e-4@" + std::to_string(std::max<index_t>(1, a.epochs * 3 / 4));
             fs::remove_all(a.out);
             DeSpeckNetConfig cfg;

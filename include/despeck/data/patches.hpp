@@ -566,9 +566,16 @@ inline void write_patches(const std::filesystem::path& dir, const PatchDataset& 
 }
 
 // Writes out/train and, when the cut has a validation region, out/validation.
+// A validation folder left from an earlier cut into the same directory is removed when this cut
+// has none, so that training never picks up patches of another run.
 inline void write_patch_splits(const std::filesystem::path& out, const PatchSplits& splits) {
     write_patches(out / "train", splits.train);
-    if (splits.has_validation()) write_patches(out / "validation", splits.validation);
+    if (splits.has_validation()) {
+        write_patches(out / "validation", splits.validation);
+    } else {
+        std::error_code ec;
+        std::filesystem::remove_all(out / "validation", ec);
+    }
 }
 
 namespace detail_patches {

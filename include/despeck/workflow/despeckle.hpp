@@ -47,10 +47,12 @@ inline raster::Units model_domain(const DeSpeckNet<float>& m) {
     return m.config().combine == CombineMode::additive_db ? raster::Units::db : raster::Units::linear_intensity;
 }
 
-// Converts one value to `to`, clamping non-positive linear values for the dB conversion.
+// Converts one value to `to`. A linear-intensity model output can dip below 0 near dark pixels:
+// it is clamped to 1e-10 (-100 dB) first, so no negative intensity, NaN amplitude or -inf dB is
+// written.
 inline float convert_out(float v, raster::Units from, raster::Units to) {
+    if (from != raster::Units::db) v = std::max(v, 1e-10f);
     if (from == to) return v;
-    if (to == raster::Units::db && from != raster::Units::db) v = std::max(v, 1e-10f);
     return data::convert_value(v, from, to);
 }
 
@@ -108,7 +110,10 @@ inline DespeckleReport despeckle_geotiff(const DeSpeckNet<float>& model, const s
     out_info.units = out_units;
     out_info.gdal_metadata.clear();  // regenerated from band names and the new units
     const bool had_invalid = valid < rows * cols;
-    if (!out_info.nodata && had_invalid) out_info.nodata = std::numeric_limits<double>::quiet_NaN();
+    // The input's no-data value may be a valid value in other units (0 is no-data in linear
+    // intensity but a real 0 dB): then, and when the input declares none, NaN marks no-data.
+    if ((!out_info.nodata && had_invalid) || (out_info.nodata && out_units != in.units))
+        out_info.nodata = std::numeric_limits<double>::quiet_NaN();
     const float nodata_out = out_info.nodata ? static_cast<float>(*out_info.nodata) : 0.0f;
 
     // Decimated quick-look of input and output (dB), filled while streaming.

@@ -26,10 +26,14 @@ struct Evaluation {
 inline Evaluation evaluate_geotiff(const std::filesystem::path& result_path, const std::filesystem::path& reference_path = {},
                                    const std::filesystem::path& noisy_path = {}, raster::Units units = raster::Units::unknown,
                                    index_t block_rows = 256) {
-    io::GeoTiffReader result(result_path, units);
+    // `units` applies only to files whose metadata does not say.
+    auto units_of = [&](const std::filesystem::path& p) {
+        return io::GeoTiffReader(p).info().units == raster::Units::unknown ? units : raster::Units::unknown;
+    };
+    io::GeoTiffReader result(result_path, units_of(result_path));
     std::optional<io::GeoTiffReader> reference, noisy;
-    if (!reference_path.empty()) reference.emplace(reference_path, units);
-    if (!noisy_path.empty()) noisy.emplace(noisy_path, units);
+    if (!reference_path.empty()) reference.emplace(reference_path, units_of(reference_path));
+    if (!noisy_path.empty()) noisy.emplace(noisy_path, units_of(noisy_path));
     const auto& ri = result.info();
     for (io::GeoTiffReader* other : {reference ? &*reference : nullptr, noisy ? &*noisy : nullptr}) {
         if (!other) continue;

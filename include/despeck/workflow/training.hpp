@@ -68,6 +68,14 @@ struct TrainResult {
 
 namespace detail_train {
 
+// Patches are stored in dB; a multiplicative (linear-intensity) model trains on 10^(dB/10).
+inline Tensor<float> to_model_domain(const DeSpeckNet<float>& model, const Tensor<float>& db) {
+    if (model.config().combine == CombineMode::additive_db || db.rank() == 0) return db;
+    Tensor<float> linear(db.shape());
+    linear.flat() = (db.flat() * (std::log(10.0f) / 10.0f)).exp();
+    return linear;
+}
+
 inline nlohmann::json to_json(const EpochRecord& r) {
     nlohmann::json j = {{"epoch", r.epoch}, {"loss", r.loss}, {"clean_mse", r.clean}, {"reconstruction_mse", r.reconstruction},
                         {"tv", r.tv}, {"lr", r.lr}, {"seconds", r.seconds}};
@@ -110,7 +118,8 @@ inline Losses<double> evaluate_dataset(DeSpeckNet<float>& model, const data::Pat
     index_t n = 0;
     for (index_t b = 0; b < loader.batches_per_epoch(); ++b) {
         const data::Batch batch = loader.batch(0, b);
-        const Losses<float> l = model.evaluate(batch.input.view(), ds.has_reference() ? batch.reference.view() : TensorView<const float>{},
+        const Tensor<float> input = to_model_domain(model, batch.input), reference = to_model_domain(model, batch.reference);
+        const Losses<float> l = model.evaluate(input.view(), ds.has_reference() ? reference.view() : TensorView<const float>{},
                                                ds.has_mask() ? batch.mask.view() : TensorView<const float>{});
         const double w = double(batch.size());
         sum.clean += w * l.clean;
@@ -148,10 +157,20 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
     bo.seed = opt.seed;
     data::BatchLoader loader(train_set, bo);
     const index_t steps = opt.steps_per_epoch > 0 ? opt.steps_per_epoch : loader.batches_per_epoch();
+    // Passes over the data per epoch: epoch e uses shuffles e * passes .. e * passes + passes - 1,
+    // so no two epochs share a shuffle whatever steps_per_epoch is.
+    const index_t passes = (steps + loader.batches_per_epoch() - 1) / loader.batches_per_epoch();
+    if (validation && validation->count() > 0 &&
+        (validation->bands() != train_set.bands() || validation->patch_size() != train_set.patch_size()))
+        detail::fail<value_error>("train: the validation set (", validation->bands(), " band(s), ", validation->patch_size(),
+                                  " px) does not match the training set (", train_set.bands(), " band(s), ",
+                                  train_set.patch_size(), " px); prepare both in one run");
 
     Adam<float> adam;
     TrainResult result;
     index_t start_epoch = 0, start_step = 0;
+    Losses<double> partial;        // loss sums of the steps an interrupted epoch already made
+    double partial_seconds = 0;
     if (opt.resume) {
         if (!fs::exists(last))
             detail::fail<io_error>("train --resume: '", last.string(), "' does not exist; nothing to resume");
@@ -160,6 +179,26 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
         start_epoch = std::stoll(file.metadata_value("train.epoch"));
         start_step = std::stoll(file.metadata_value("train.step"));
         result.best_loss = std::stod(file.metadata_value("train.best_loss"));
+        auto require_same = [&](const char* key, const std::string& now, const char* option) {
+            if (file.metadata().count(key) && file.metadata_value(key) != now)
+                detail::fail<value_error>("train --resume: '", last.string(), "' was trained with ", option, " ",
+                                          file.metadata_value(key), ", not ", now,
+                                          "; resume with the same settings (the batches depend on them)");
+        };
+        require_same("train.seed", std::to_string(opt.seed), "seed");
+        require_same("train.steps_per_epoch", std::to_string(steps), "steps per epoch");
+        require_same("train.batch_size", std::to_string(opt.batch_size), "batch size");
+        if (start_step >= steps)
+            detail::fail<value_error>("train --resume: '", last.string(), "' stopped at step ", start_step, " of an epoch of ",
+                                      steps, " steps");
+        if (file.metadata().count("train.partial")) {
+            const auto p = nlohmann::json::parse(file.metadata_value("train.partial"));
+            partial.clean = p.at("clean");
+            partial.reconstruction = p.at("reconstruction");
+            partial.tv = p.at("tv");
+            partial.total = p.at("total");
+            partial_seconds = p.at("seconds");
+        }
         if (fs::exists(log)) {
             std::ifstream in(log);
             std::string line;
@@ -170,28 +209,38 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
                 }
         }
     }
-    auto save = [&](const fs::path& path, index_t epoch, index_t step) {
+    auto save = [&](const fs::path& path, index_t epoch, index_t step, const Losses<double>& sums = {}, double seconds = 0) {
         std::ostringstream best_text;
         best_text.precision(17);
         best_text << result.best_loss;
+        const nlohmann::json p = {{"clean", sums.clean}, {"reconstruction", sums.reconstruction}, {"tv", sums.tv},
+                                  {"total", sums.total}, {"seconds", seconds}};
         io::save_checkpoint(path, model, &adam,
                             {{"train.epoch", std::to_string(epoch)},
                              {"train.step", std::to_string(step)},
                              {"train.best_loss", best_text.str()},
                              {"train.seed", std::to_string(opt.seed)},
-                             {"train.steps_per_epoch", std::to_string(steps)}});
+                             {"train.steps_per_epoch", std::to_string(steps)},
+                             {"train.batch_size", std::to_string(opt.batch_size)},
+                             {"train.partial", p.dump()}});
     };
+    if (start_epoch >= opt.epochs) {
+        result.epochs_done = start_epoch;
+        return result;  // nothing left to do
+    }
 
     const auto t0 = std::chrono::steady_clock::now();
     const index_t steps_total = (opt.epochs - start_epoch) * steps - start_step;
     index_t steps_done = 0;
     for (index_t epoch = start_epoch; epoch < opt.epochs; ++epoch) {
         const double lr = opt.schedule(static_cast<long>(epoch));
-        Losses<double> sum;
+        Losses<double> sum = epoch == start_epoch ? partial : Losses<double>{};
+        const double seconds_before = epoch == start_epoch ? partial_seconds : 0.0;
         const auto epoch_t0 = std::chrono::steady_clock::now();
         for (index_t step = (epoch == start_epoch ? start_step : 0); step < steps; ++step) {
             if (opt.stop && opt.stop->load()) {
-                save(last, epoch, step);
+                save(last, epoch, step, sum,
+                     seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_t0).count());
                 result.interrupted = true;
                 result.epochs_done = epoch;
                 return result;
@@ -199,9 +248,11 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
             // Batch indices past one pass wrap into the next shuffles of the same epoch number
             // space, so steps_per_epoch larger than the dataset still gives distinct batches.
             const index_t pass = step / loader.batches_per_epoch(), within = step % loader.batches_per_epoch();
-            const data::Batch batch = loader.batch(epoch * 1000 + pass, within);
+            const data::Batch batch = loader.batch(epoch * passes + pass, within);
+            const Tensor<float> input = detail_train::to_model_domain(model, batch.input);
+            const Tensor<float> reference = detail_train::to_model_domain(model, batch.reference);
             const Losses<float> l = model.train_step(
-                batch.input.view(), train_set.has_reference() ? batch.reference.view() : TensorView<const float>{},
+                input.view(), train_set.has_reference() ? reference.view() : TensorView<const float>{},
                 train_set.has_mask() ? batch.mask.view() : TensorView<const float>{}, adam, lr);
             sum.clean += l.clean;
             sum.reconstruction += l.reconstruction;
@@ -222,7 +273,7 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
                 on_step(info);
             }
         }
-        const index_t n = epoch == start_epoch ? steps - start_step : steps;
+        const index_t n = steps;  // the sums include the steps made before an interruption
         EpochRecord rec;
         rec.epoch = epoch;
         rec.loss = sum.total / double(std::max<index_t>(1, n));
@@ -230,7 +281,7 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
         rec.reconstruction = sum.reconstruction / double(std::max<index_t>(1, n));
         rec.tv = sum.tv / double(std::max<index_t>(1, n));
         rec.lr = lr;
-        rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_t0).count();
+        rec.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_t0).count();
         if (validation && validation->count() > 0) {
             const Losses<double> v = detail_train::evaluate_dataset(model, *validation, opt.batch_size);
             rec.val_loss = v.total;
@@ -243,8 +294,9 @@ inline TrainResult train(DeSpeckNet<float>& model, const data::PatchDataset& tra
             result.best_loss = score;
             save(best, epoch + 1, 0);
         }
-        save(last, epoch + 1, 0);
+        // The log first: a kill between the two leaves an extra log line, which resume drops.
         detail_train::write_log(log, result.history);
+        save(last, epoch + 1, 0);
         result.epochs_done = epoch + 1;
         if (on_epoch) on_epoch(rec);
     }
