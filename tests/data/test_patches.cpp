@@ -6,6 +6,8 @@
 // check with NumPy: python3 tests/data/check_patches_numpy.py --formula <tmp>/patches_numpy/*
 #include <doctest/doctest.h>
 
+#include "support/files.hpp"
+
 #include <array>
 #include <bit>
 #include <cstring>
@@ -31,14 +33,8 @@ fs::path fresh_dir(const std::string& name) {
     return p;
 }
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void write_bytes(const fs::path& p, const std::string& bytes) {
-    std::ofstream out(p, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using despeck::testing::read_bytes;
+using despeck::testing::write_bytes;
 nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_bytes(p)); }
 
 // A scene whose values reveal where they came from (exact in float32 for rows, cols < 8000):

@@ -4,6 +4,8 @@
 // GDAL decodes, which shares no code with despeck.
 #include <doctest/doctest.h>
 
+#include "support/files.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -15,11 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fixture(const std::string& name) {
-    const fs::path p = fs::path(DESPECK_SHARED_DIR) / "data" / "geotiff" / name;
-    if (!fs::exists(p)) FAIL("missing fixture " << p.string() << " (see ../shared/README.md)");
-    return p;
-}
+fs::path fixture(const std::string& name) { return despeck::testing::geotiff_fixture(name); }
 
 const std::vector<std::string> stack_names = {
     "s1_stack_d1_20240105_strip_raw.tif",          "s1_stack_d2_20240117_tile256_deflate.tif",

@@ -2,6 +2,8 @@
 // truncated, corrupt or mismatched files.
 #include <doctest/doctest.h>
 
+#include "support/files.hpp"
+
 #include <filesystem>
 #include <fstream>
 
@@ -27,14 +29,8 @@ DeSpeckNetConfig small() {
     return c;
 }
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void write_bytes(const fs::path& p, const std::string& bytes) {
-    std::ofstream out(p, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using despeck::testing::read_bytes;
+using despeck::testing::write_bytes;
 
 }  // namespace
 

@@ -3,6 +3,8 @@
 // shared and separate stretches, labels, atomic writes and clear errors.
 #include <doctest/doctest.h>
 
+#include "support/files.hpp"
+
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -42,14 +44,8 @@ fs::path shared_file(const std::string& relative) {
     return p;
 }
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void write_bytes(const fs::path& p, const std::string& bytes) {
-    std::ofstream out(p, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using despeck::testing::read_bytes;
+using despeck::testing::write_bytes;
 
 // [1, h, w, 1] from row-major values.
 Tensor<float> grey(index_t h, index_t w, const std::vector<float>& v) {

@@ -2,6 +2,8 @@
 // georeferencing and no-data; training resumes exactly, after an interruption at any step.
 #include <doctest/doctest.h>
 
+#include "support/files.hpp"
+
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -16,11 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fixture(const std::string& name) {
-    const fs::path p = fs::path(DESPECK_SHARED_DIR) / "data" / "geotiff" / name;
-    if (!fs::exists(p)) FAIL("missing fixture " << p.string() << " (see ../shared/README.md)");
-    return p;
-}
+fs::path fixture(const std::string& name) { return despeck::testing::geotiff_fixture(name); }
 fs::path tmp(const std::string& name) {
     fs::create_directories(DESPECK_TEST_TMP);
     return fs::path(DESPECK_TEST_TMP) / name;
