@@ -4,9 +4,15 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "despeck/kernels/conv2d.hpp"
 #include "despeck/random.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 using namespace despeck;
 
@@ -30,8 +36,49 @@ double relative_max_error(const Tensor<T>& a, const Tensor<T>& b) {
     return scale > 0 ? err / scale : err;
 }
 
+enum class Fast { im2col, direct };
+
+// The optimised kernels: im2col for any T, the direct SIMD kernels (current instruction set) for float.
 template <class T>
-void compare_all_passes(index_t N, index_t H, index_t W, index_t Ci, index_t Co, index_t K, double tol) {
+void fast_forward(Fast f, const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b, Tensor<T>& y) {
+    if constexpr (std::is_same_v<T, float>)
+        if (f == Fast::direct) return kernels::conv2d_forward_direct(x.view(), w.view(), b.view(), y.view());
+    kernels::conv2d_forward_im2col<T>(x.view(), w.view(), b.view(), y.view());
+}
+template <class T>
+void fast_backward_data(Fast f, const Tensor<T>& dy, const Tensor<T>& w, Tensor<T>& dx) {
+    if constexpr (std::is_same_v<T, float>)
+        if (f == Fast::direct) return kernels::conv2d_backward_data_direct(dy.view(), w.view(), dx.view());
+    kernels::conv2d_backward_data_im2col<T>(dy.view(), w.view(), dx.view());
+}
+template <class T>
+void fast_backward_weights(Fast f, const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>& dw, Tensor<T>& db) {
+    if constexpr (std::is_same_v<T, float>)
+        if (f == Fast::direct) return kernels::conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view());
+    kernels::conv2d_backward_weights_im2col<T>(x.view(), dy.view(), dw.view(), db.view());
+}
+
+// Every instruction set this CPU runs (the direct kernels are tested on each, not just the best).
+std::vector<kernels::simd_isa> supported_isas() {
+    std::vector<kernels::simd_isa> out;
+    for (auto s : {kernels::simd_isa::scalar, kernels::simd_isa::avx2, kernels::simd_isa::avx512})
+        if (kernels::cpu_supports(s)) out.push_back(s);
+    return out;
+}
+
+// Restores the process-wide kernel choices when a test case ends.
+struct KernelChoiceGuard {
+    kernels::simd_isa isa = kernels::get_simd_isa();
+    kernels::conv_algorithm algo = kernels::get_conv_algorithm();
+    ~KernelChoiceGuard() {
+        kernels::set_simd_isa(isa);
+        kernels::set_conv_algorithm(algo);
+    }
+};
+
+template <class T>
+void compare_all_passes(index_t N, index_t H, index_t W, index_t Ci, index_t Co, index_t K, double tol,
+                        Fast fast = Fast::im2col) {
     CAPTURE(N);
     CAPTURE(H);
     CAPTURE(W);
@@ -44,7 +91,7 @@ void compare_all_passes(index_t N, index_t H, index_t W, index_t Ci, index_t Co,
 
     Tensor<T> y_ref(dy.shape()), y_fast(dy.shape(), T(99));
     kernels::conv2d_forward_reference<T>(x.view(), w.view(), b.view(), y_ref.view());
-    kernels::conv2d_forward_im2col<T>(x.view(), w.view(), b.view(), y_fast.view());
+    fast_forward<T>(fast, x, w, b, y_fast);
     CHECK(relative_max_error(y_fast, y_ref) <= tol);
 
     // Backward passes add into buffers that already hold values.
@@ -52,10 +99,10 @@ void compare_all_passes(index_t N, index_t H, index_t W, index_t Ci, index_t Co,
                     db0 = random_tensor<T>(b.shape(), rng);
     Tensor<T> dx_ref = dx0, dx_fast = dx0, dw_ref = dw0, dw_fast = dw0, db_ref = db0, db_fast = db0;
     kernels::conv2d_backward_data_reference<T>(dy.view(), w.view(), dx_ref.view());
-    kernels::conv2d_backward_data_im2col<T>(dy.view(), w.view(), dx_fast.view());
+    fast_backward_data<T>(fast, dy, w, dx_fast);
     CHECK(relative_max_error(dx_fast, dx_ref) <= tol);
     kernels::conv2d_backward_weights_reference<T>(x.view(), dy.view(), dw_ref.view(), db_ref.view());
-    kernels::conv2d_backward_weights_im2col<T>(x.view(), dy.view(), dw_fast.view(), db_fast.view());
+    fast_backward_weights<T>(fast, x, dy, dw_fast, db_fast);
     CHECK(relative_max_error(dw_fast, dw_ref) <= tol);
     CHECK(relative_max_error(db_fast, db_ref) <= tol);
     // The reference itself must have done something: the accumulated buffers moved.
@@ -82,14 +129,75 @@ TEST_CASE("im2col conv matches the reference: deSpeckNet's shapes, over several 
     compare_all_passes<double>(1, 5, 6, 63, 65, 3, 1e-12); // one off the vector width each way
 }
 
+TEST_CASE("direct SIMD kernels match the reference on every instruction set: tails, 1-pixel and 1-row images") {
+    KernelChoiceGuard guard;
+    for (auto isa : supported_isas()) {
+        CAPTURE(kernels::to_string(isa));
+        kernels::set_simd_isa(isa);
+        for (index_t K : {1, 3, 5})
+            for (auto [H, W] : {std::pair<index_t, index_t>{1, 1}, {1, 7}, {7, 1}, {2, 3}, {13, 11}, {3, 23}})
+                for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 1}, {2, 3}, {3, 17}, {17, 2}, {5, 33}}) {
+                    compare_all_passes<float>(1, H, W, Ci, Co, K, 1e-5, Fast::direct);
+                    CHECK(kernels::last_direct_isa() == isa);
+                }
+        // deSpeckNet's shapes and one off the register tiles (64 channels, 6-pixel blocks) each way.
+        compare_all_passes<float>(2, 9, 40, 64, 64, 3, 2e-5, Fast::direct);
+        compare_all_passes<float>(1, 7, 41, 63, 65, 3, 2e-5, Fast::direct);
+        compare_all_passes<float>(1, 9, 40, 2, 64, 3, 2e-5, Fast::direct);   // first layer, dual-pol
+        compare_all_passes<float>(3, 11, 7, 64, 1, 3, 2e-5, Fast::direct);   // last layer, single-pol
+        compare_all_passes<float>(1, 5, 13, 129, 31, 3, 2e-5, Fast::direct); // several channel chunks
+    }
+}
+
+TEST_CASE("direct backward-weights does not depend on the thread count") {
+#if defined(_OPENMP)
+    KernelChoiceGuard guard;
+    Rng rng(11);
+    const Tensor<float> x = random_tensor<float>(Shape{2, 9, 13, 64}, rng), dy = random_tensor<float>(Shape{2, 9, 13, 64}, rng);
+    auto run = [&](int threads) {
+        Tensor<float> dw(Shape{3, 3, 64, 64}), db(Shape{64});
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        kernels::conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view());
+        omp_set_num_threads(saved);
+        return dw;
+    };
+    const Tensor<float> one = run(1), two = run(2), three = run(3);
+    for (index_t i = 0; i < one.size(); ++i) {
+        REQUIRE(one[i] == two[i]);
+        REQUIRE(one[i] == three[i]);
+    }
+#endif
+}
+
 TEST_CASE("dispatch runs the selected kernel and records it") {
+    KernelChoiceGuard guard;
     Rng rng(3);
     const Tensor<float> x = random_tensor<float>(Shape{1, 5, 5, 2}, rng), w = random_tensor<float>(Shape{3, 3, 2, 2}, rng);
     Tensor<float> y(Shape{1, 5, 5, 2});
-    for (auto algo : {kernels::conv_algorithm::reference, kernels::conv_algorithm::im2col_gemm}) {
+    for (auto algo : {kernels::conv_algorithm::reference, kernels::conv_algorithm::im2col_gemm, kernels::conv_algorithm::direct}) {
         kernels::set_conv_algorithm(algo);
         kernels::conv2d_forward<float>(x.view(), w.view(), TensorView<const float>{}, y.view());
         CHECK(kernels::last_conv_algorithm() == algo);
     }
-    kernels::set_conv_algorithm(kernels::conv_algorithm::im2col_gemm);
+    // automatic: direct for float, im2col for double; direct refuses double rather than substitute.
+    kernels::set_conv_algorithm(kernels::conv_algorithm::automatic);
+    kernels::conv2d_forward<float>(x.view(), w.view(), TensorView<const float>{}, y.view());
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
+    const Tensor<double> xd(Shape{1, 5, 5, 2}, 1.0), wd(Shape{3, 3, 2, 2}, 1.0);
+    Tensor<double> yd(Shape{1, 5, 5, 2});
+    kernels::conv2d_forward<double>(xd.view(), wd.view(), TensorView<const double>{}, yd.view());
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::im2col_gemm);
+    kernels::set_conv_algorithm(kernels::conv_algorithm::direct);
+    CHECK_THROWS_WITH_AS(kernels::conv2d_forward<double>(xd.view(), wd.view(), TensorView<const double>{}, yd.view()),
+                         doctest::Contains("float only"), value_error);
+}
+
+TEST_CASE("instruction-set choice: names parse, unsupported ones are refused by name") {
+    KernelChoiceGuard guard;
+    CHECK(kernels::parse_simd_isa("avx2") == kernels::simd_isa::avx2);
+    CHECK_THROWS_WITH_AS(kernels::parse_simd_isa("sse9"), doctest::Contains("sse9"), value_error);
+    for (auto s : {kernels::simd_isa::avx2, kernels::simd_isa::avx512})
+        if (!kernels::cpu_supports(s)) CHECK_THROWS_AS(kernels::set_simd_isa(s), value_error);
+    CHECK(kernels::cpu_supports(kernels::simd_isa::scalar));
 }

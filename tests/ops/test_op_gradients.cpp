@@ -35,7 +35,7 @@ TEST_CASE("conv2d: gradients of x, w and b, for kernels 1, 3 and 5 on odd sizes"
             CHECK(kernels::last_conv_algorithm() == algo);
         }
     }
-    kernels::set_conv_algorithm(kernels::conv_algorithm::im2col_gemm);
+    kernels::set_conv_algorithm(kernels::conv_algorithm::automatic);
 }
 
 TEST_CASE("conv2d: without bias, and with a constant input (weights only)") {

@@ -1,37 +1,54 @@
 // despeck/kernels/conv2d.hpp — the one dispatch point for 2-D convolution kernels.
 //
 // Every call goes through conv2d_forward / conv2d_backward_data / conv2d_backward_weights here,
-// which pick the variant from the process-wide choice (default: im2col + GEMM) and record which
-// one ran, so tests and benchmarks can prove the path they meant to exercise did run. Nothing
-// falls back silently: an unknown choice is an error.
+// which pick the variant from the process-wide choice and record which one ran, so tests and
+// benchmarks can prove the path they meant to exercise did run. The default, `automatic`, is the
+// direct SIMD kernels for float (the instruction set itself is chosen in conv2d_direct.hpp) and
+// im2col + GEMM for double, which only gradient checks use. An explicit choice that cannot run
+// (direct for double) is an error, never a silent substitute.
 #pragma once
 
 #include <atomic>
 #include <string_view>
+#include <type_traits>
 
 #include "despeck/error.hpp"
+#include "despeck/kernels/conv2d_direct.hpp"
 #include "despeck/kernels/conv2d_im2col.hpp"
 #include "despeck/kernels/conv2d_reference.hpp"
 
 namespace despeck::kernels {
 
-enum class conv_algorithm { reference, im2col_gemm };
+enum class conv_algorithm { automatic, reference, im2col_gemm, direct };
 
 inline std::string_view to_string(conv_algorithm a) {
     switch (a) {
+        case conv_algorithm::automatic: return "automatic";
         case conv_algorithm::reference: return "reference";
         case conv_algorithm::im2col_gemm: return "im2col_gemm";
+        case conv_algorithm::direct: return "direct";
     }
     return "unknown";
 }
 
 namespace detail_dispatch {
 inline std::atomic<conv_algorithm>& selected() {
-    static std::atomic<conv_algorithm> a{conv_algorithm::im2col_gemm};
+    static std::atomic<conv_algorithm> a{conv_algorithm::automatic};
     return a;
 }
 inline std::atomic<conv_algorithm>& last_used() {
     static std::atomic<conv_algorithm> a{conv_algorithm::im2col_gemm};
+    return a;
+}
+// The variant a call with element type T runs under the current choice.
+template <class T>
+conv_algorithm resolve(const char* where) {
+    conv_algorithm a = selected();
+    if (a == conv_algorithm::automatic) a = std::is_same_v<T, float> ? conv_algorithm::direct : conv_algorithm::im2col_gemm;
+    if (a == conv_algorithm::direct && !std::is_same_v<T, float>)
+        despeck::detail::fail<value_error>(where, ": the direct kernels are float only; choose im2col_gemm or reference "
+                                                  "for double");
+    last_used() = a;
     return a;
 }
 }  // namespace detail_dispatch
@@ -43,9 +60,12 @@ inline conv_algorithm last_conv_algorithm() { return detail_dispatch::last_used(
 
 template <class T>
 void conv2d_forward(TensorView<const T> x, TensorView<const T> w, TensorView<const T> b, TensorView<T> y) {
-    const conv_algorithm a = get_conv_algorithm();
-    detail_dispatch::last_used() = a;
+    const conv_algorithm a = detail_dispatch::resolve<T>("conv2d_forward");
     switch (a) {
+        case conv_algorithm::direct:
+            if constexpr (std::is_same_v<T, float>) return conv2d_forward_direct(x, w, b, y);
+            break;
+        case conv_algorithm::automatic: break;
         case conv_algorithm::reference: return conv2d_forward_reference(x, w, b, y);
         case conv_algorithm::im2col_gemm: return conv2d_forward_im2col(x, w, b, y);
     }
@@ -54,9 +74,12 @@ void conv2d_forward(TensorView<const T> x, TensorView<const T> w, TensorView<con
 
 template <class T>
 void conv2d_backward_data(TensorView<const T> dy, TensorView<const T> w, TensorView<T> dx) {
-    const conv_algorithm a = get_conv_algorithm();
-    detail_dispatch::last_used() = a;
+    const conv_algorithm a = detail_dispatch::resolve<T>("conv2d_backward_data");
     switch (a) {
+        case conv_algorithm::direct:
+            if constexpr (std::is_same_v<T, float>) return conv2d_backward_data_direct(dy, w, dx);
+            break;
+        case conv_algorithm::automatic: break;
         case conv_algorithm::reference: return conv2d_backward_data_reference(dy, w, dx);
         case conv_algorithm::im2col_gemm: return conv2d_backward_data_im2col(dy, w, dx);
     }
@@ -65,9 +88,12 @@ void conv2d_backward_data(TensorView<const T> dy, TensorView<const T> w, TensorV
 
 template <class T>
 void conv2d_backward_weights(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dw, TensorView<T> db) {
-    const conv_algorithm a = get_conv_algorithm();
-    detail_dispatch::last_used() = a;
+    const conv_algorithm a = detail_dispatch::resolve<T>("conv2d_backward_weights");
     switch (a) {
+        case conv_algorithm::direct:
+            if constexpr (std::is_same_v<T, float>) return conv2d_backward_weights_direct(x, dy, dw, db);
+            break;
+        case conv_algorithm::automatic: break;
         case conv_algorithm::reference: return conv2d_backward_weights_reference(x, dy, dw, db);
         case conv_algorithm::im2col_gemm: return conv2d_backward_weights_im2col(x, dy, dw, db);
     }

@@ -1,0 +1,424 @@
+// despeck/kernels/conv2d_direct.hpp — direct NHWC convolution with register-blocked SIMD
+// micro-kernels (AVX-512, AVX2+FMA, portable scalar), chosen at run time from the CPU.
+//
+// Shapes as in conv2d_reference.hpp: x [N,H,W,Ci], w [K,K,Ci,Co] (HWIO, K odd), "same" output.
+// float only; double stays on im2col_gemm/reference (it serves gradient checks, not speed).
+//
+// Forward: one work item is an output row (n, h) and a chunk of output channels (up to
+// max_nv * width: 64 on AVX-512). Along the row, blocks of up to max_rw pixels (6 on AVX-512)
+// keep max_rw x max_nv accumulators in registers (24 of 32 zmm) over all K*K taps and Ci input
+// channels: per input channel, max_nv weight vectors are loaded once and max_rw input values
+// broadcast, 24 FMAs per 10 loads. Blocks that touch the left or right border read a zero-padded
+// copy of their input window, so the inner loop never tests bounds. Weights are repacked once per
+// call to [K*K*Ci][Co rounded up to the vector width], zero-filled, so tails never load past the end.
+// Backward-data is the forward pass of dy with the weights rotated 180 degrees and in/out
+// swapped (packed the same way), added into dx; its output rows never overlap, so no atomics.
+// Backward-weights: one micro-kernel keeps a tile of 6 input channels x 64 output channels of one
+// tap in registers and streams the pixels of a few rows; threads own disjoint (tap, channel)
+// tiles, so the sum order, and the result, do not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#define DESPECK_X86 1
+#include <immintrin.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "despeck/error.hpp"
+#include "despeck/tensor.hpp"
+
+// Register tiles are arrays indexed by compile-time loop counters; they stay in registers only when
+// those loops are fully unrolled, whatever -O level the including project uses.
+#if defined(__clang__)
+#define DESPECK_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define DESPECK_UNROLL _Pragma("GCC unroll 16")
+#else
+#define DESPECK_UNROLL
+#endif
+
+namespace despeck::kernels {
+
+// ---- instruction sets -----------------------------------------------------------------------
+
+enum class simd_isa { scalar, avx2, avx512 };
+
+inline std::string_view to_string(simd_isa s) {
+    switch (s) {
+        case simd_isa::scalar: return "scalar";
+        case simd_isa::avx2: return "avx2";
+        case simd_isa::avx512: return "avx512";
+    }
+    return "unknown";
+}
+
+// Whether this CPU (and OS: libgcc checks XCR0) runs the given kernels.
+inline bool cpu_supports(simd_isa s) {
+    switch (s) {
+        case simd_isa::scalar: return true;
+#if DESPECK_X86 && defined(__GNUC__)
+        case simd_isa::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case simd_isa::avx512: return __builtin_cpu_supports("avx512f");
+#else
+        case simd_isa::avx2:
+        case simd_isa::avx512: return false;
+#endif
+    }
+    return false;
+}
+
+inline simd_isa best_simd_isa() {
+    if (cpu_supports(simd_isa::avx512)) return simd_isa::avx512;
+    if (cpu_supports(simd_isa::avx2)) return simd_isa::avx2;
+    return simd_isa::scalar;
+}
+
+inline simd_isa parse_simd_isa(std::string_view name) {
+    for (simd_isa s : {simd_isa::scalar, simd_isa::avx2, simd_isa::avx512})
+        if (name == to_string(s)) return s;
+    detail::fail<value_error>("unknown SIMD instruction set '", std::string(name), "' (scalar, avx2 or avx512)");
+}
+
+namespace detail_direct {
+// The process-wide choice: the environment variable DESPECK_SIMD (scalar|avx2|avx512) forces one,
+// which is how the test suite runs every path on one machine; otherwise the best the CPU has.
+inline simd_isa initial_isa() {
+    if (const char* env = std::getenv("DESPECK_SIMD"); env && *env) {
+        const simd_isa s = parse_simd_isa(env);
+        if (!cpu_supports(s))
+            detail::fail<value_error>("DESPECK_SIMD=", env, " but this CPU does not support ", to_string(s));
+        return s;
+    }
+    return best_simd_isa();
+}
+inline std::atomic<simd_isa>& selected_isa() {
+    static std::atomic<simd_isa> s{initial_isa()};
+    return s;
+}
+}  // namespace detail_direct
+
+inline simd_isa get_simd_isa() { return detail_direct::selected_isa(); }
+// Forces the kernels of one instruction set; refuses one this CPU lacks.
+inline void set_simd_isa(simd_isa s) {
+    if (!cpu_supports(s)) detail::fail<value_error>("set_simd_isa: this CPU does not support ", to_string(s));
+    detail_direct::selected_isa() = s;
+}
+
+// ---- arguments shared by every instruction set ----------------------------------------------
+
+struct DirectConvArgs {
+    const float* x = nullptr;            // [N,H,W,ci] input (forward) or dy (backward-data)
+    const float* dy = nullptr;           // [N,H,W,co] (backward-weights)
+    const float* wp = nullptr;           // packed weights [K*K*ci][cop] (forward)
+    const float* bias_padded = nullptr;  // [cop] or nullptr
+    float* y = nullptr;                  // [N,H,W,co] output (forward)
+    float* dw = nullptr;                 // [K,K,ci,co] (backward-weights, added into)
+    index_t N = 0, H = 0, W = 0, ci = 0, co = 0, cop = 0, chunk_width = 0;
+    int K = 3;
+    bool accumulate = false;
+};
+
+// ---- the micro-kernels, one copy per instruction set ----------------------------------------
+
+namespace direct_scalar {
+// A portable 4-lane "vector" of plain floats; the compiler may vectorise it for the baseline ISA.
+struct V {
+    struct reg {
+        float v[4];
+    };
+    static constexpr int width = 4, max_rw = 4, max_nv = 2;
+    static reg zero() { return reg{{0, 0, 0, 0}}; }
+    static reg load(const float* p) { return reg{{p[0], p[1], p[2], p[3]}}; }
+    static void store(float* p, reg r) { std::copy(r.v, r.v + 4, p); }
+    static reg bcast(float s) { return reg{{s, s, s, s}}; }
+    static reg fma(reg a, reg b, reg c) {
+        for (int k = 0; k < 4; ++k) c.v[k] += a.v[k] * b.v[k];
+        return c;
+    }
+    static reg add(reg a, reg b) {
+        for (int k = 0; k < 4; ++k) a.v[k] += b.v[k];
+        return a;
+    }
+    static reg load_part(const float* p, int n) {
+        reg r = zero();
+        for (int k = 0; k < n; ++k) r.v[k] = p[k];
+        return r;
+    }
+    static void store_part(float* p, reg r, int n) {
+        for (int k = 0; k < n; ++k) p[k] = r.v[k];
+    }
+};
+#include "despeck/kernels/detail/conv2d_direct_body.inl"
+}  // namespace direct_scalar
+
+#if DESPECK_X86 && defined(__GNUC__)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+namespace direct_avx2 {
+// 16 ymm registers: 6 pixels x 2 vectors of accumulators + 2 weights + 1 broadcast.
+struct V {
+    using reg = __m256;
+    static constexpr int width = 8, max_rw = 6, max_nv = 2;
+    static reg zero() { return _mm256_setzero_ps(); }
+    static reg load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, reg r) { _mm256_storeu_ps(p, r); }
+    static reg bcast(float s) { return _mm256_set1_ps(s); }
+    static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static __m256i mask(int n) {
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    static reg load_part(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
+    static void store_part(float* p, reg r, int n) { _mm256_maskstore_ps(p, mask(n), r); }
+};
+#include "despeck/kernels/detail/conv2d_direct_body.inl"
+}  // namespace direct_avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#endif
+namespace direct_avx512 {
+// 32 zmm registers: 6 pixels x 4 vectors (64 channels) of accumulators + 4 weights + 1 broadcast.
+struct V {
+    using reg = __m512;
+    static constexpr int width = 16, max_rw = 6, max_nv = 4;
+    static reg zero() { return _mm512_setzero_ps(); }
+    static reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, reg r) { _mm512_storeu_ps(p, r); }
+    static reg bcast(float s) { return _mm512_set1_ps(s); }
+    static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+    static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+    static reg load_part(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+    static void store_part(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, mask(n), r); }
+};
+#include "despeck/kernels/detail/conv2d_direct_body.inl"
+}  // namespace direct_avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif  // x86
+
+// ---- drivers: packing, threading, dispatch ---------------------------------------------------
+
+namespace detail_direct {
+
+struct IsaTable {
+    int width, max_rw, max_nv;
+    void (*forward_row)(const DirectConvArgs&, index_t, index_t, index_t, float*);
+    void (*weights_item)(const DirectConvArgs&, index_t, index_t, index_t, int, int, index_t, index_t);
+};
+
+template <class Ns>
+IsaTable make_table() {
+    return {Ns::V::width, Ns::V::max_rw, Ns::V::max_nv, &Ns::forward_row, &Ns::weights_item};
+}
+
+struct ScalarNs {
+    using V = direct_scalar::V;
+    static void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c, float* s) {
+        direct_scalar::forward_row(a, n, h, c, s);
+    }
+    static void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j, index_t c0,
+                             index_t c1) {
+        direct_scalar::weights_item(a, n, h0, h1, i, j, c0, c1);
+    }
+};
+#if DESPECK_X86 && defined(__GNUC__)
+struct Avx2Ns {
+    using V = direct_avx2::V;
+    static void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c, float* s) {
+        direct_avx2::forward_row(a, n, h, c, s);
+    }
+    static void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j, index_t c0,
+                             index_t c1) {
+        direct_avx2::weights_item(a, n, h0, h1, i, j, c0, c1);
+    }
+};
+struct Avx512Ns {
+    using V = direct_avx512::V;
+    static void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c, float* s) {
+        direct_avx512::forward_row(a, n, h, c, s);
+    }
+    static void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j, index_t c0,
+                             index_t c1) {
+        direct_avx512::weights_item(a, n, h0, h1, i, j, c0, c1);
+    }
+};
+#endif
+
+inline IsaTable table(simd_isa s) {
+    switch (s) {
+        case simd_isa::scalar: return make_table<ScalarNs>();
+#if DESPECK_X86 && defined(__GNUC__)
+        case simd_isa::avx2: return make_table<Avx2Ns>();
+        case simd_isa::avx512: return make_table<Avx512Ns>();
+#else
+        default: break;
+#endif
+    }
+    detail::fail<value_error>("direct convolution: no kernels for ", to_string(s), " in this build");
+}
+
+inline std::atomic<simd_isa>& last_isa() {
+    static std::atomic<simd_isa> s{simd_isa::scalar};
+    return s;
+}
+
+inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
+
+inline void check_kernel(const char* where, index_t K) {
+    if (K < 1 || K % 2 == 0 || K > 15)
+        detail::fail<shape_error>(where, ": direct kernels take odd kernel sizes 1..15, got ", K);
+}
+
+// Runs forward_row over every (n, h, chunk); a.wp/a.bias_padded/a.y set by the caller.
+inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
+    a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
+    const index_t chunks = (a.co + a.chunk_width - 1) / a.chunk_width;
+    const index_t items = a.N * a.H * chunks;
+    const std::size_t scratch = static_cast<std::size_t>(a.K * (t.max_rw + a.K - 1) * a.ci);
+#if defined(_OPENMP)
+#pragma omp parallel if (items > 1)
+#endif
+    {
+        std::vector<float> buf(scratch);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t it = 0; it < items; ++it) {
+            const index_t chunk = it % chunks, row = it / chunks;
+            t.forward_row(a, row / a.H, row % a.H, chunk, buf.data());
+        }
+    }
+}
+
+// Packs w [K,K,ci,co] as [K*K*ci][cop] (rotate=false) or the backward-data weights
+// w_rot[i,j,o,c] = w[K-1-i, K-1-j, c, o] as [K*K*co][cip] (rotate=true), zero-filled to the width.
+inline Tensor<float> pack_weights(TensorView<const float> w, bool rotate, index_t width) {
+    const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3];
+    const index_t in = rotate ? co : ci, out = rotate ? ci : co, outp = round_up(out, width);
+    Tensor<float> wp(Shape{K * K * in, outp});
+    for (index_t i = 0; i < K; ++i)
+        for (index_t j = 0; j < K; ++j)
+            for (index_t c = 0; c < ci; ++c)
+                for (index_t o = 0; o < co; ++o) {
+                    const float v = w.data[((i * K + j) * ci + c) * co + o];
+                    if (!rotate)
+                        wp[((i * K + j) * ci + c) * outp + o] = v;
+                    else
+                        wp[(((K - 1 - i) * K + (K - 1 - j)) * co + o) * outp + c] = v;
+                }
+    return wp;
+}
+
+}  // namespace detail_direct
+
+// The instruction set of the most recent direct-kernel call (tests prove the forced path ran).
+inline simd_isa last_direct_isa() { return detail_direct::last_isa(); }
+
+// y = conv(x, w) + b (b may be empty); y += ... when accumulate.
+inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const float> w, TensorView<const float> b,
+                                  TensorView<float> y, bool accumulate = false) {
+    const simd_isa s = get_simd_isa();
+    const detail_direct::IsaTable t = detail_direct::table(s);
+    detail_direct::last_isa() = s;
+    detail_direct::check_kernel("conv2d_forward_direct", w.shape[0]);
+    const Tensor<float> wp = detail_direct::pack_weights(w, /*rotate=*/false, t.width);
+    Tensor<float> bias;
+    DirectConvArgs a;
+    a.K = static_cast<int>(w.shape[0]);
+    a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = x.shape[3], a.co = w.shape[3];
+    a.cop = wp.shape()[1];
+    if (!b.empty()) {
+        bias = Tensor<float>(Shape{a.cop});
+        std::copy(b.data, b.data + a.co, bias.data());
+        a.bias_padded = bias.data();
+    }
+    a.x = x.data, a.wp = wp.data(), a.y = y.data, a.accumulate = accumulate;
+    detail_direct::run_forward(a, t);
+}
+
+// dx += conv(dy, w rotated 180 degrees, in/out swapped).
+inline void conv2d_backward_data_direct(TensorView<const float> dy, TensorView<const float> w, TensorView<float> dx) {
+    const simd_isa s = get_simd_isa();
+    const detail_direct::IsaTable t = detail_direct::table(s);
+    detail_direct::last_isa() = s;
+    detail_direct::check_kernel("conv2d_backward_data_direct", w.shape[0]);
+    const Tensor<float> wp = detail_direct::pack_weights(w, /*rotate=*/true, t.width);
+    DirectConvArgs a;
+    a.K = static_cast<int>(w.shape[0]);
+    a.N = dy.shape[0], a.H = dy.shape[1], a.W = dy.shape[2], a.ci = w.shape[3], a.co = w.shape[2];
+    a.cop = wp.shape()[1];
+    a.x = dy.data, a.wp = wp.data(), a.y = dx.data, a.accumulate = true;
+    detail_direct::run_forward(a, t);
+}
+
+// dw += sum over pixels of x-patch (outer) dy; db += column sums of dy (db may be empty).
+inline void conv2d_backward_weights_direct(TensorView<const float> x, TensorView<const float> dy, TensorView<float> dw,
+                                           TensorView<float> db) {
+    const simd_isa s = get_simd_isa();
+    const detail_direct::IsaTable t = detail_direct::table(s);
+    detail_direct::last_isa() = s;
+    detail_direct::check_kernel("conv2d_backward_weights_direct", dw.shape[0]);
+    DirectConvArgs a;
+    a.K = static_cast<int>(dw.shape[0]);
+    a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = x.shape[3], a.co = dw.shape[3];
+    a.x = x.data, a.dy = dy.data, a.dw = dw.data;
+    a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
+    // Items: (tap, group of input channels); each thread owns a contiguous range of items and
+    // walks all pixels in row bands small enough that a band of x and dy stays in L2.
+    const index_t group = 2 * static_cast<index_t>(t.max_rw);
+    const index_t groups = (a.ci + group - 1) / group;
+    const index_t items = static_cast<index_t>(a.K) * a.K * groups;
+    const index_t band = std::max<index_t>(1, 16384 / std::max<index_t>(1, a.W * std::max(a.ci, a.co)));
+#if defined(_OPENMP)
+#pragma omp parallel if (items > 1)
+#endif
+    {
+        index_t first = 0, last = items;
+#if defined(_OPENMP)
+        const index_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        first = items * tid / nt;
+        last = items * (tid + 1) / nt;
+#endif
+        for (index_t n = 0; n < a.N; ++n)
+            for (index_t h0 = 0; h0 < a.H; h0 += band) {
+                const index_t h1 = std::min(a.H, h0 + band);
+                for (index_t it = first; it < last; ++it) {
+                    const index_t tap = it / groups, g = it % groups;
+                    const index_t c0 = g * group, c1 = std::min(a.ci, c0 + group);
+                    t.weights_item(a, n, h0, h1, static_cast<int>(tap / a.K), static_cast<int>(tap % a.K), c0, c1);
+                }
+            }
+    }
+    if (!db.empty()) {
+        const index_t pixels = dy.size() / a.co;
+        std::vector<double> sums(static_cast<std::size_t>(a.co), 0.0);
+        for (index_t p = 0; p < pixels; ++p)
+            for (index_t o = 0; o < a.co; ++o) sums[static_cast<std::size_t>(o)] += dy.data[p * a.co + o];
+        for (index_t o = 0; o < a.co; ++o) db[o] += static_cast<float>(sums[static_cast<std::size_t>(o)]);
+    }
+}
+
+}  // namespace despeck::kernels

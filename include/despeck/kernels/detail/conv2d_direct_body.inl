@@ -1,0 +1,223 @@
+// despeck/kernels/detail/conv2d_direct_body.inl — the direct NHWC convolution micro-kernels,
+// written once over a vector type V and compiled once per instruction set.
+//
+// Included by conv2d_direct.hpp inside `namespace despeck::kernels::direct_<isa>` between
+// `#pragma GCC target(...)` brackets, after that namespace defined `struct V` (width, max_rw,
+// max_nv, zero/load/store/bcast/fma/load_part/store_part). No include guard: it is meant to be
+// included several times. Everything here is float; shapes and layouts are in conv2d_direct.hpp.
+
+// Forward micro-kernel: RW consecutive output pixels of one output row x NV vectors of output
+// channels, accumulated in RW*NV registers over all taps and input channels.
+//   rows[i]  input pixel (column w0 - P) of input row h + i - P, or nullptr when that row is padding;
+//            the RW + K - 1 pixels from there on are all readable (the caller pads edge blocks)
+//   wp       packed weights at this block's first output channel; tap t, channel c at wp[(t*ci + c)*cop]
+//   y        output pixel w0 at this block's first channel; pixels are co apart
+//   lanes    output channels in this block (<= NV * V::width); the last vector may be partial
+template <int RW, int NV>
+inline void forward_block(const float* const* rows, int K, index_t ci, const float* wp, index_t cop,
+                          const float* bias, float* y, index_t co, int lanes, bool accumulate) {
+    typename V::reg acc[RW][NV];
+    DESPECK_UNROLL
+    for (int v = 0; v < NV; ++v) {
+        const typename V::reg b0 = bias ? V::load(bias + v * V::width) : V::zero();
+        DESPECK_UNROLL
+        for (int r = 0; r < RW; ++r) acc[r][v] = b0;
+    }
+    for (int i = 0; i < K; ++i) {
+        const float* row = rows[i];
+        if (!row) continue;
+        for (int j = 0; j < K; ++j) {
+            const float* xj = row + j * ci;
+            const float* wt = wp + (i * K + j) * ci * cop;
+            for (index_t c = 0; c < ci; ++c) {
+                typename V::reg wv[NV];
+                DESPECK_UNROLL
+                for (int v = 0; v < NV; ++v) wv[v] = V::load(wt + c * cop + v * V::width);
+                DESPECK_UNROLL
+                for (int r = 0; r < RW; ++r) {
+                    const typename V::reg xb = V::bcast(xj[r * ci + c]);
+                    DESPECK_UNROLL
+                    for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(xb, wv[v], acc[r][v]);
+                }
+            }
+        }
+    }
+    const int full = lanes / V::width, part = lanes % V::width;
+    DESPECK_UNROLL
+    for (int r = 0; r < RW; ++r) {
+        float* out = y + r * co;
+        DESPECK_UNROLL
+        for (int v = 0; v < NV; ++v) {
+            if (v < full) {
+                if (accumulate) acc[r][v] = V::add(acc[r][v], V::load(out + v * V::width));
+                V::store(out + v * V::width, acc[r][v]);
+            } else if (v == full && part) {
+                if (accumulate) acc[r][v] = V::add(acc[r][v], V::load_part(out + v * V::width, part));
+                V::store_part(out + v * V::width, acc[r][v], part);
+            }
+        }
+    }
+}
+
+template <int NV>
+inline void forward_block_any(int rw, const float* const* rows, int K, index_t ci, const float* wp, index_t cop,
+                              const float* bias, float* y, index_t co, int lanes, bool accumulate) {
+    switch (rw) {
+        case 6: if constexpr (V::max_rw >= 6) return forward_block<6, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate); break;
+        case 4: if constexpr (V::max_rw >= 4) return forward_block<4, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate); break;
+        case 2: return forward_block<2, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate);
+        case 1: return forward_block<1, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate);
+        default: break;
+    }
+    forward_block<1, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate);  // unreachable: widths come from next_block_width
+}
+
+// Pixel counts per block along a row: as many max_rw blocks as fit, then 4, 2, 1.
+inline int next_block_width(index_t remaining) {
+    if (remaining >= V::max_rw) return V::max_rw;
+    if (remaining >= 4 && V::max_rw >= 4) return 4;
+    if (remaining >= 2) return 2;
+    return 1;
+}
+
+// One work item: output row (n, h) and output-channel chunk `chunk` (chunk_width channels from
+// chunk * chunk_width). scratch holds K * (max_rw + K - 1) * ci floats for edge blocks.
+inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t chunk, float* scratch) {
+    const int K = a.K, P = a.K / 2;
+    const index_t H = a.H, W = a.W, ci = a.ci;
+    const index_t co0 = chunk * a.chunk_width;
+    const int lanes = static_cast<int>(std::min<index_t>(a.chunk_width, a.co - co0));
+    const int nv = (lanes + V::width - 1) / V::width;
+    const float* wp = a.wp + co0;
+    const float* bias = a.bias_padded ? a.bias_padded + co0 : nullptr;
+    float* yrow = a.y + ((n * H + h) * W) * a.co + co0;
+    const float* rows[16];  // K <= 15, checked by the caller
+    const float* real_rows[16];
+    for (int i = 0; i < K; ++i) {
+        const index_t hh = h + i - P;
+        real_rows[i] = (hh < 0 || hh >= H) ? nullptr : a.x + ((n * H + hh) * W) * ci;
+    }
+    for (index_t w0 = 0; w0 < W;) {
+        const int rw = next_block_width(W - w0);
+        const bool edge = w0 - P < 0 || w0 + rw + P > W;
+        if (!edge) {
+            for (int i = 0; i < K; ++i) rows[i] = real_rows[i] ? real_rows[i] + (w0 - P) * ci : nullptr;
+        } else {
+            // Copy the block's input window with its zero columns into scratch.
+            const index_t span = rw + K - 1;
+            for (int i = 0; i < K; ++i) {
+                if (!real_rows[i]) {
+                    rows[i] = nullptr;
+                    continue;
+                }
+                float* dst = scratch + i * span * ci;
+                for (index_t s = 0; s < span; ++s) {
+                    const index_t col = w0 - P + s;
+                    if (col < 0 || col >= W)
+                        std::fill(dst + s * ci, dst + (s + 1) * ci, 0.0f);
+                    else
+                        std::copy(real_rows[i] + col * ci, real_rows[i] + (col + 1) * ci, dst + s * ci);
+                }
+                rows[i] = dst;
+            }
+        }
+        float* y = yrow + w0 * a.co;
+        switch (nv) {
+            case 1: forward_block_any<1>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
+            case 2: forward_block_any<2>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
+            case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
+            case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
+            default: break;
+        }
+        w0 += rw;
+    }
+}
+
+// Backward-weights micro-kernel: RC input channels x NV vectors of output channels of one tap,
+// accumulated over the output rows [h0, h1) of image n; adds into dw.
+//   dw[(tap*ci + c)*co + o] += sum_{h,v} x[n, h+i-P, v+j-P, c] * dy[n, h, v, o]
+template <int RC, int NV>
+inline void weights_block(const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j, index_t c0,
+                          index_t o0, int lanes) {
+    const int P = a.K / 2;
+    const index_t H = a.H, W = a.W, ci = a.ci, co = a.co;
+    typename V::reg acc[RC][NV];
+    DESPECK_UNROLL
+    for (int r = 0; r < RC; ++r)
+        DESPECK_UNROLL
+        for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+    const index_t v_begin = std::max<index_t>(0, P - j), v_end = std::min<index_t>(W, W + P - j);
+    const bool tail = lanes < NV * V::width;
+    for (index_t h = h0; h < h1; ++h) {
+        const index_t hh = h + i - P;
+        if (hh < 0 || hh >= H) continue;
+        const float* xp = a.x + ((n * H + hh) * W + (v_begin + j - P)) * ci + c0;
+        const float* dyp = a.dy + ((n * H + h) * W + v_begin) * co + o0;
+        for (index_t v = v_begin; v < v_end; ++v, xp += ci, dyp += co) {
+            typename V::reg g[NV];
+            if (!tail) {
+                DESPECK_UNROLL
+                for (int u = 0; u < NV; ++u) g[u] = V::load(dyp + u * V::width);
+            } else {
+                DESPECK_UNROLL
+                for (int u = 0; u < NV; ++u) {
+                    const int left = lanes - u * V::width;
+                    g[u] = left >= V::width ? V::load(dyp + u * V::width)
+                                            : (left > 0 ? V::load_part(dyp + u * V::width, left) : V::zero());
+                }
+            }
+            DESPECK_UNROLL
+            for (int r = 0; r < RC; ++r) {
+                const typename V::reg xb = V::bcast(xp[r]);
+                DESPECK_UNROLL
+                for (int u = 0; u < NV; ++u) acc[r][u] = V::fma(xb, g[u], acc[r][u]);
+            }
+        }
+    }
+    float* out = a.dw + ((i * a.K + j) * ci + c0) * co + o0;
+    DESPECK_UNROLL
+    for (int r = 0; r < RC; ++r)
+        DESPECK_UNROLL
+        for (int u = 0; u < NV; ++u) {
+            const int left = lanes - u * V::width;
+            if (left >= V::width) {
+                V::store(out + r * co + u * V::width, V::add(acc[r][u], V::load(out + r * co + u * V::width)));
+            } else if (left > 0) {
+                V::store_part(out + r * co + u * V::width,
+                              V::add(acc[r][u], V::load_part(out + r * co + u * V::width, left)), left);
+            }
+        }
+}
+
+template <int NV>
+inline void weights_block_rc(int rc, const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j,
+                             index_t c0, index_t o0, int lanes) {
+    switch (rc) {
+        case 6: if constexpr (V::max_rw >= 6) return weights_block<6, NV>(a, n, h0, h1, i, j, c0, o0, lanes); break;
+        case 4: if constexpr (V::max_rw >= 4) return weights_block<4, NV>(a, n, h0, h1, i, j, c0, o0, lanes); break;
+        case 2: return weights_block<2, NV>(a, n, h0, h1, i, j, c0, o0, lanes);
+        case 1: return weights_block<1, NV>(a, n, h0, h1, i, j, c0, o0, lanes);
+        default: break;
+    }
+}
+
+// One work item of backward-weights: tap (i, j), input channels [c0, c0 + chunk_c), all output
+// channels, over output rows [h0, h1) of image n.
+inline void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j, index_t c0,
+                         index_t c1) {
+    for (index_t o0 = 0; o0 < a.co; o0 += a.chunk_width) {
+        const int lanes = static_cast<int>(std::min<index_t>(a.chunk_width, a.co - o0));
+        const int nv = (lanes + V::width - 1) / V::width;
+        for (index_t c = c0; c < c1;) {
+            const int rc = next_block_width(c1 - c);
+            switch (nv) {
+                case 1: weights_block_rc<1>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
+                case 2: weights_block_rc<2>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
+                case 3: if constexpr (V::max_nv >= 3) weights_block_rc<3>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
+                case 4: if constexpr (V::max_nv >= 4) weights_block_rc<4>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
+                default: break;
+            }
+            c += rc;
+        }
+    }
+}
