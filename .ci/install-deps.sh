@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything despeck needs to build, test and run its examples on a bare Debian 12.
+# Installs everything despeck needs to build, test and run its examples and benchmarks on a bare
+# Debian 12.
 # Every package is from Debian's archive; docs/dependencies.md says why each one is here.
 set -euo pipefail
 SUDO=""
@@ -9,5 +10,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   ca-certificates g++ make cmake \
   libeigen3-dev nlohmann-json3-dev doctest-dev libcli11-dev libgomp1 \
-  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev gdal-bin python3-numpy >/dev/null
+  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev gdal-bin python3-numpy \
+  libdnnl-dev libbenchmark-dev >/dev/null
 echo "despeck dependencies installed"

@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <memory>
+#include <type_traits>
 
 #include "despeck/nn/despecknet.hpp"
 
@@ -25,6 +27,7 @@ struct TileOptions {
     index_t halo = -1;  // -1: the model's receptive radius; smaller values are refused
     std::function<void(index_t rows_done, index_t rows_total)> progress;  // optional
     bool noise_branch = false;  // run the noise branch instead of the clean one (same receptive field)
+    InferenceMode mode = InferenceMode::exact;  // fast: Winograd with folded batch norm (opt-in)
 };
 
 template <class T>
@@ -41,6 +44,19 @@ void predict_tiled(const DeSpeckNet<T>& model, index_t rows, index_t cols, index
     if (bands != model.config().channels)
         detail::fail<shape_error>("predict_tiled: the scene has ", bands, " band(s), the model ", model.config().channels);
 
+    // The layers are packed (or Winograd-transformed) once for the whole scene, not per tile.
+    const int branch = opt.noise_branch ? DeSpeckNet<T>::noise_branch : DeSpeckNet<T>::clean_branch;
+    std::function<Tensor<T>(TensorView<const T>)> run_tile = [&](TensorView<const T> t) {
+        return model.predict(branch, t, opt.mode);
+    };
+    if constexpr (std::is_same_v<T, float>) {
+        const auto algo = kernels::get_conv_algorithm();
+        if (algo == kernels::conv_algorithm::automatic || algo == kernels::conv_algorithm::direct) {
+            auto plan = std::make_shared<BranchPlan<T>>(model, branch, opt.mode);
+            run_tile = [plan](TensorView<const T> t) { return plan->run(t); };
+        }
+    }
+
     for (index_t r0 = 0; r0 < rows; r0 += opt.tile_rows) {
         const index_t r1 = std::min(rows, r0 + opt.tile_rows);
         const index_t in0 = std::max<index_t>(0, r0 - halo), in1 = std::min(rows, r1 + halo);
@@ -56,7 +72,7 @@ void predict_tiled(const DeSpeckNet<T>& model, index_t rows, index_t cols, index
             for (index_t r = 0; r < in1 - in0; ++r)
                 std::copy(stripe.data() + (r * cols + ic0) * bands, stripe.data() + (r * cols + ic1) * bands,
                           tile.data() + r * (ic1 - ic0) * bands);
-            const Tensor<T> clean = opt.noise_branch ? model.predict_noise(tile.view()) : model.predict_clean(tile.view());
+            const Tensor<T> clean = run_tile(tile.view());
             // Centre of the tile: rows [r0, r1) and cols [c0, c1) of the scene.
             for (index_t r = r0; r < r1; ++r)
                 std::copy(clean.data() + ((r - in0) * (ic1 - ic0) + (c0 - ic0)) * bands,

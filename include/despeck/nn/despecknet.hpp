@@ -18,6 +18,8 @@
 #pragma once
 
 #include <array>
+#include <type_traits>
+#include <vector>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -99,6 +101,14 @@ struct Losses {
     T tv = 0;              // TV(clean), unweighted (0 when tv_weight is 0)
     T total = 0;           // the weighted sum that is minimised
 };
+
+// exact: fp32, the same maths as the training graph's inference mode up to summation order (conv,
+// bias, batch norm and ReLU fused into one pass per layer). fast: Winograd F(4x4,3x3) with batch
+// norm folded into the weights, opt-in; its deviation from exact is bounded and tested.
+enum class InferenceMode { exact, fast };
+
+template <class T>
+class BranchPlan;
 
 template <class T>
 class DeSpeckNet {
@@ -283,18 +293,62 @@ public:
 
     // ---- inference (no tape, batch norm with running statistics) ---------------------------
 
-    // The clean branch only: what despeckling needs. x [N,H,W,C] -> [N,H,W,C].
-    Tensor<T> predict_clean(TensorView<const T> x) const { return run_branch(clean_branch, x); }
-    Tensor<T> predict_noise(TensorView<const T> x) const { return run_branch(noise_branch, x); }
+    // The clean branch only: what despeckling needs. x [N,H,W,C] -> [N,H,W,C]. For float, each
+    // layer runs as one fused pass (see BranchPlan); `fast` opts into Winograd with batch norm
+    // folded into the weights (about 1e-5 relative difference, see docs/benchmarks.md).
+    Tensor<T> predict_clean(TensorView<const T> x, InferenceMode mode = InferenceMode::exact) const {
+        return predict(clean_branch, x, mode);
+    }
+    Tensor<T> predict_noise(TensorView<const T> x, InferenceMode mode = InferenceMode::exact) const {
+        return predict(noise_branch, x, mode);
+    }
+    Tensor<T> predict(int b, TensorView<const T> x, InferenceMode mode = InferenceMode::exact) const {
+        if constexpr (std::is_same_v<T, float>) {
+            if (kernels::get_conv_algorithm() == kernels::conv_algorithm::automatic ||
+                kernels::get_conv_algorithm() == kernels::conv_algorithm::direct)
+                return BranchPlan(*this, b, mode).run(x);
+        }
+        if (mode == InferenceMode::fast)
+            detail::fail<value_error>("DeSpeckNet::predict: fast inference needs float and the direct kernels (conv "
+                                      "algorithm ", kernels::to_string(kernels::get_conv_algorithm()), ")");
+        return run_branch(b, x);
+    }
+
+    // One branch's layers as views into the parameter and buffer stores (inference engines read them).
+    struct LayerView {
+        TensorView<const T> weight, bias, gamma, beta, running_mean, running_var;  // BN views empty without BN
+        bool has_bn = false, relu = false;
+    };
+    std::vector<LayerView> branch_layers(int b) const {
+        std::vector<LayerView> out;
+        for (const Layer& layer : layers_.at(static_cast<std::size_t>(b))) {
+            LayerView v;
+            v.weight = params_.value(layer.weight);
+            v.bias = params_.value(layer.bias);
+            if (layer.has_bn) {
+                v.gamma = params_.value(layer.gamma), v.beta = params_.value(layer.beta);
+                v.running_mean = buffers_.value(layer.running_mean), v.running_var = buffers_.value(layer.running_var);
+            }
+            v.has_bn = layer.has_bn, v.relu = layer.relu;
+            out.push_back(v);
+        }
+        return out;
+    }
 
     // x must be finite: fill no-data (NaN) pixels before calling, or a NaN would spread over the
     // receptive field around it. A non-finite input is a value_error naming the first one.
-    Tensor<T> run_branch(int b, TensorView<const T> x) const {
+    void check_finite_input(TensorView<const T> x) const {
         check_input("DeSpeckNet::predict", x);
         for (index_t i = 0; i < x.size(); ++i)
             if (!std::isfinite(static_cast<double>(x[i])))
                 detail::fail<value_error>("DeSpeckNet::predict: input ", x.shape, " has a non-finite value (", x[i],
                                           ") at flat index ", i, "; fill no-data pixels first");
+    }
+
+    // The layer-by-layer path (conv, batch norm, ReLU as separate passes through the conv
+    // dispatch): any T, and the reference the fused plans are tested against.
+    Tensor<T> run_branch(int b, TensorView<const T> x) const {
+        check_finite_input(x);
         Tensor<T> h = Tensor<T>::from_view(x);
         for (const Layer& layer : layers_.at(static_cast<std::size_t>(b))) {
             h = ops::conv2d_forward<T>(h.view(), params_.value(layer.weight), params_.value(layer.bias));
@@ -329,6 +383,85 @@ private:
     ParameterStore<T> params_;
     ParameterStore<T> buffers_;
     std::array<std::vector<Layer>, 2> layers_;
+};
+
+// One branch prepared for inference (float): every layer's weights packed or Winograd-transformed
+// once, batch norm (running statistics) and ReLU fused into the convolution's store. A plan owns
+// copies of the weights: it stays valid when the model goes on training, and does not see it.
+// Activations ping-pong between two buffers, so memory is two [N,H,W,filters] tensors.
+template <class T>
+class BranchPlan {
+    static_assert(std::is_same_v<T, float>, "BranchPlan: the fused inference kernels are float only");
+
+public:
+    BranchPlan(const DeSpeckNet<T>& model, int branch, InferenceMode mode) : mode_(mode), channels_(model.config().channels) {
+        const double eps = model.config().bn_eps;
+        for (const auto& layer : model.branch_layers(branch)) {
+            const index_t K = layer.weight.shape[0], ci = layer.weight.shape[2], co = layer.weight.shape[3];
+            Tensor<float> scale, shift;
+            if (layer.has_bn) {  // as batch_norm_forward_inference: scale = gamma / sqrt(var + eps), shift = beta - mean * scale
+                scale = Tensor<float>(Shape{co});
+                shift = Tensor<float>(Shape{co});
+                for (index_t o = 0; o < co; ++o) {
+                    if (!(layer.running_var[o] >= 0))
+                        detail::fail<value_error>("BranchPlan: running_var[", o, "] = ", layer.running_var[o]);
+                    scale[o] = static_cast<float>(layer.gamma[o] / std::sqrt(static_cast<double>(layer.running_var[o]) + eps));
+                    shift[o] = layer.beta[o] - layer.running_mean[o] * scale[o];
+                }
+            }
+            // Winograd pays off where both sides have enough channels to fill the vector lanes;
+            // the 1-2 channel first and last layers stay direct.
+            const bool winograd = mode == InferenceMode::fast && K == 3 && ci >= 16 && co >= 16;
+            if (!winograd) {
+                layers_.push_back(kernels::prepare_conv_direct(layer.weight, layer.bias, scale.view(), shift.view(), layer.relu));
+                continue;
+            }
+            // Fold batch norm: (conv(x, w) + b) * s + t = conv(x, w * s) + (b * s + t), in double.
+            Tensor<float> w(layer.weight.shape), b(Shape{co});
+            for (index_t i = 0; i < w.size(); ++i) {
+                const index_t o = i % co;
+                w[i] = static_cast<float>(double(layer.weight.data[i]) * (layer.has_bn ? double(scale[o]) : 1.0));
+            }
+            for (index_t o = 0; o < co; ++o)
+                b[o] = static_cast<float>(layer.has_bn ? double(layer.bias[o]) * scale[o] + shift[o] : double(layer.bias[o]));
+            layers_.push_back(kernels::prepare_conv_winograd(w.view(), b.view(), layer.relu));
+        }
+    }
+
+    InferenceMode mode() const { return mode_; }
+    const std::vector<kernels::PreparedConv>& layers() const { return layers_; }
+
+    // x [N,H,W,channels], finite (fill no-data first) -> [N,H,W,channels].
+    Tensor<T> run(TensorView<const T> x) const {
+        require_nhwc("BranchPlan::run", "input", x);
+        if (x.shape[3] != channels_)
+            detail::fail<shape_error>("BranchPlan::run: input ", x.shape, " has ", x.shape[3], " channels, the model ", channels_);
+        if (x.size() == 0) detail::fail<shape_error>("BranchPlan::run: empty input ", x.shape);
+        for (index_t i = 0; i < x.size(); ++i)
+            if (!std::isfinite(static_cast<double>(x[i])))
+                detail::fail<value_error>("DeSpeckNet::predict: input ", x.shape, " has a non-finite value (", x[i],
+                                          ") at flat index ", i, "; fill no-data pixels first");
+        const index_t N = x.shape[0], H = x.shape[1], W = x.shape[2];
+        index_t widest = 0;
+        for (const auto& l : layers_) widest = std::max(widest, l.co);
+        Tensor<T> ping = Tensor<T>::uninitialized(Shape{N * H * W * widest}), pong = Tensor<T>::uninitialized(Shape{N * H * W * widest});
+        TensorView<const T> in = x;
+        for (std::size_t k = 0; k < layers_.size(); ++k) {
+            const auto& l = layers_[k];
+            Tensor<T>& buf = k % 2 == 0 ? ping : pong;
+            TensorView<T> out{buf.data(), Shape{N, H, W, l.co}};
+            kernels::run_prepared_conv(l, in, out);
+            in = TensorView<const T>{out.data, out.shape};
+        }
+        Tensor<T> y = Tensor<T>::uninitialized(Shape{N, H, W, layers_.back().co});
+        std::copy(in.data, in.data + y.size(), y.data());
+        return y;
+    }
+
+private:
+    InferenceMode mode_;
+    index_t channels_;
+    std::vector<kernels::PreparedConv> layers_;
 };
 
 }  // namespace despeck

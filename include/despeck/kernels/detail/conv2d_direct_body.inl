@@ -8,14 +8,16 @@
 
 // Forward micro-kernel: RW consecutive output pixels of one output row x NV vectors of output
 // channels, accumulated in RW*NV registers over all taps and input channels.
+//   xs       floats between consecutive input pixels (ci for an NHWC image)
 //   rows[i]  input pixel (column w0 - P) of input row h + i - P, or nullptr when that row is padding;
 //            the RW + K - 1 pixels from there on are all readable (the caller pads edge blocks)
 //   wp       packed weights at this block's first output channel; tap t, channel c at wp[(t*ci + c)*cop]
 //   y        output pixel w0 at this block's first channel; pixels are co apart
 //   lanes    output channels in this block (<= NV * V::width); the last vector may be partial
 template <int RW, int NV>
-inline void forward_block(const float* const* rows, int K, index_t ci, const float* wp, index_t cop,
-                          const float* bias, float* y, index_t co, int lanes, bool accumulate) {
+inline void forward_block(const float* const* rows, int K, index_t ci, index_t xs, const float* wp, index_t cop,
+                          const float* bias, float* y, index_t co, int lanes, bool accumulate,
+                          const BlockEpilogue& ep) {
     typename V::reg acc[RW][NV];
     DESPECK_UNROLL
     for (int v = 0; v < NV; ++v) {
@@ -27,7 +29,7 @@ inline void forward_block(const float* const* rows, int K, index_t ci, const flo
         const float* row = rows[i];
         if (!row) continue;
         for (int j = 0; j < K; ++j) {
-            const float* xj = row + j * ci;
+            const float* xj = row + j * xs;
             const float* wt = wp + (i * K + j) * ci * cop;
             for (index_t c = 0; c < ci; ++c) {
                 typename V::reg wv[NV];
@@ -35,12 +37,26 @@ inline void forward_block(const float* const* rows, int K, index_t ci, const flo
                 for (int v = 0; v < NV; ++v) wv[v] = V::load(wt + c * cop + v * V::width);
                 DESPECK_UNROLL
                 for (int r = 0; r < RW; ++r) {
-                    const typename V::reg xb = V::bcast(xj[r * ci + c]);
+                    const typename V::reg xb = V::bcast(xj[r * xs + c]);
                     DESPECK_UNROLL
                     for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(xb, wv[v], acc[r][v]);
                 }
             }
         }
+    }
+    if (ep.scale) {  // inference batch norm, y = acc * scale + shift: the same two roundings as its own pass
+        DESPECK_UNROLL
+        for (int v = 0; v < NV; ++v) {
+            const typename V::reg sc = V::load(ep.scale + v * V::width), sh = V::load(ep.shift + v * V::width);
+            DESPECK_UNROLL
+            for (int r = 0; r < RW; ++r) acc[r][v] = V::add(V::mul(acc[r][v], sc), sh);
+        }
+    }
+    if (ep.relu) {
+        DESPECK_UNROLL
+        for (int r = 0; r < RW; ++r)
+            DESPECK_UNROLL
+            for (int v = 0; v < NV; ++v) acc[r][v] = V::max(acc[r][v], V::zero());
     }
     const int full = lanes / V::width, part = lanes % V::width;
     DESPECK_UNROLL
@@ -60,16 +76,17 @@ inline void forward_block(const float* const* rows, int K, index_t ci, const flo
 }
 
 template <int NV>
-inline void forward_block_any(int rw, const float* const* rows, int K, index_t ci, const float* wp, index_t cop,
-                              const float* bias, float* y, index_t co, int lanes, bool accumulate) {
+inline void forward_block_any(int rw, const float* const* rows, int K, index_t ci, index_t xs, const float* wp, index_t cop,
+                              const float* bias, float* y, index_t co, int lanes, bool accumulate,
+                              const BlockEpilogue& ep) {
     switch (rw) {
-        case 6: if constexpr (V::max_rw >= 6) return forward_block<6, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate); break;
-        case 4: if constexpr (V::max_rw >= 4) return forward_block<4, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate); break;
-        case 2: return forward_block<2, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate);
-        case 1: return forward_block<1, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate);
+        case 6: if constexpr (V::max_rw >= 6) return forward_block<6, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep); break;
+        case 4: if constexpr (V::max_rw >= 4) return forward_block<4, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep); break;
+        case 2: return forward_block<2, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep);
+        case 1: return forward_block<1, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep);
         default: break;
     }
-    forward_block<1, NV>(rows, K, ci, wp, cop, bias, y, co, lanes, accumulate);  // unreachable: widths come from next_block_width
+    forward_block<1, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep);  // unreachable: widths come from next_block_width
 }
 
 // Pixel counts per block along a row: as many max_rw blocks as fit, then 4, 2, 1.
@@ -90,6 +107,8 @@ inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c
     const int nv = (lanes + V::width - 1) / V::width;
     const float* wp = a.wp + co0;
     const float* bias = a.bias_padded ? a.bias_padded + co0 : nullptr;
+    const BlockEpilogue ep{a.post_scale ? a.post_scale + co0 : nullptr, a.post_shift ? a.post_shift + co0 : nullptr,
+                           a.post_relu};
     float* yrow = a.y + ((n * H + h) * W) * a.co + co0;
     const float* rows[16];  // K <= 15, checked by the caller
     const float* real_rows[16];
@@ -123,10 +142,10 @@ inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c
         }
         float* y = yrow + w0 * a.co;
         switch (nv) {
-            case 1: forward_block_any<1>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
-            case 2: forward_block_any<2>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
-            case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
-            case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, K, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate); break;
+            case 1: forward_block_any<1>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
+            case 2: forward_block_any<2>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
+            case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
+            case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
             default: break;
         }
         w0 += rw;
@@ -218,6 +237,137 @@ inline void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t
                 default: break;
             }
             c += rc;
+        }
+    }
+}
+
+// ---- Winograd F(4x4, 3x3) forward (fast inference) -------------------------------------------
+// Y = A^T [ (G g G^T) . (B^T d B) ] A per 4x4 output tile, d the 6x6 input tile around it
+// (Lavin & Gray 2016). Channels are the vector lanes throughout, as NHWC lays them out.
+
+// B^T applied to 6 values.
+inline void winograd_bt(const typename V::reg d[6], typename V::reg o[6]) {
+    const typename V::reg two = V::bcast(2.f), four = V::bcast(4.f), five = V::bcast(5.f);
+    const typename V::reg d4m2 = V::sub(d[4], d[2]), d3m1 = V::sub(d[3], d[1]);
+    o[0] = V::add(V::sub(V::mul(four, d[0]), V::mul(five, d[2])), d[4]);
+    o[1] = V::sub(V::add(d[3], d[4]), V::mul(four, V::add(d[1], d[2])));
+    o[2] = V::add(V::sub(d[4], d[3]), V::mul(four, V::sub(d[1], d[2])));
+    o[3] = V::add(d4m2, V::mul(two, d3m1));
+    o[4] = V::sub(d4m2, V::mul(two, d3m1));
+    o[5] = V::add(V::sub(V::mul(four, d[1]), V::mul(five, d[3])), d[5]);
+}
+
+// A^T applied to 6 values.
+inline void winograd_at(const typename V::reg m[6], typename V::reg o[4]) {
+    const typename V::reg two = V::bcast(2.f), four = V::bcast(4.f), eight = V::bcast(8.f);
+    const typename V::reg s12 = V::add(m[1], m[2]), d12 = V::sub(m[1], m[2]);
+    const typename V::reg s34 = V::add(m[3], m[4]), d34 = V::sub(m[3], m[4]);
+    o[0] = V::add(V::add(m[0], s12), s34);
+    o[1] = V::add(d12, V::mul(two, d34));
+    o[2] = V::add(s12, V::mul(four, s34));
+    o[3] = V::add(V::add(d12, V::mul(eight, d34)), m[5]);
+}
+
+// One work item: tiles [t0, t1) of tile row th of image n. scratch: 36 * (t1 - t0) * (ci + co) floats.
+//   U[t][p][c]  transformed input (36 points p), M[t][p][o] = sum_c U[t][p][c] * Wt[p][c][o]
+// Tile-major, so each transform reads and writes one contiguous block per tile.
+inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* scratch) {
+    const index_t H = a.H, W = a.W, ci = a.ci, co = a.co, nt = t1 - t0;
+    float* U = scratch;
+    float* M = scratch + 36 * nt * ci;
+    const float* xn = a.x + n * H * W * ci;
+    // 1. input transform, a vector of channels at a time; pixels outside the image are zero.
+    for (index_t t = 0; t < nt; ++t) {
+        const index_t r0 = th * 4 - 1, c0 = (t0 + t) * 4 - 1;
+        for (index_t cv = 0; cv < ci; cv += V::width) {
+            const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
+            typename V::reg d[6][6], tmp[6][6];
+            for (int i = 0; i < 6; ++i)
+                for (int j = 0; j < 6; ++j) {
+                    const index_t r = r0 + i, c = c0 + j;
+                    if (r < 0 || r >= H || c < 0 || c >= W)
+                        d[i][j] = V::zero();
+                    else {
+                        const float* px = xn + (r * W + c) * ci + cv;
+                        d[i][j] = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
+                    }
+                }
+            for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = B^T d[:, j]
+                typename V::reg col[6], out[6];
+                for (int i = 0; i < 6; ++i) col[i] = d[i][j];
+                winograd_bt(col, out);
+                for (int i = 0; i < 6; ++i) tmp[i][j] = out[i];
+            }
+            for (int i = 0; i < 6; ++i) {  // rows: V[i, :] = B^T tmp[i, :]
+                typename V::reg out[6];
+                winograd_bt(tmp[i], out);
+                for (int j = 0; j < 6; ++j) {
+                    float* dst = U + (t * 36 + i * 6 + j) * ci + cv;
+                    if (lanes == V::width)
+                        V::store(dst, out[j]);
+                    else
+                        V::store_part(dst, out[j], lanes);
+                }
+            }
+        }
+    }
+    // 2. 36 products [nt x ci] x [ci x co] with the direct kernel's register tiles (a 1x1 "conv").
+    const BlockEpilogue none{nullptr, nullptr, false};
+    const index_t chunk = static_cast<index_t>(V::max_nv) * V::width;
+    for (int p = 0; p < 36; ++p) {
+        const float* Up = U + p * ci;
+        float* Mp = M + p * co;
+        const float* Wp = a.wt + p * ci * a.cop;
+        for (index_t o0 = 0; o0 < co; o0 += chunk) {
+            const int lanes = static_cast<int>(std::min<index_t>(chunk, co - o0));
+            const int nv = (lanes + V::width - 1) / V::width;
+            for (index_t t = 0; t < nt;) {
+                const int rw = next_block_width(nt - t);
+                const float* rows[1] = {Up + t * 36 * ci};
+                float* y = Mp + t * 36 * co + o0;
+                switch (nv) {
+                    case 1: forward_block_any<1>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
+                    case 2: forward_block_any<2>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
+                    case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
+                    case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
+                    default: break;
+                }
+                t += rw;
+            }
+        }
+    }
+    // 3. output transform, bias and ReLU; tiles that overhang the image are cropped.
+    float* yn = a.y + n * H * W * co;
+    for (index_t t = 0; t < nt; ++t) {
+        const index_t r0 = th * 4, c0 = (t0 + t) * 4;
+        for (index_t ov = 0; ov < co; ov += V::width) {
+            const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
+            typename V::reg tmp[4][6];
+            for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
+                typename V::reg col[6], out[4];
+                for (int i = 0; i < 6; ++i) {
+                    const float* src = M + (t * 36 + i * 6 + j) * co + ov;
+                    col[i] = lanes == V::width ? V::load(src) : V::load_part(src, lanes);
+                }
+                winograd_at(col, out);
+                for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
+            }
+            const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
+            for (int i = 0; i < 4; ++i) {
+                if (r0 + i >= H) break;
+                typename V::reg out[4];
+                winograd_at(tmp[i], out);
+                for (int j = 0; j < 4; ++j) {
+                    if (c0 + j >= W) break;
+                    typename V::reg v = V::add(out[j], b);
+                    if (a.relu) v = V::max(v, V::zero());
+                    float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
+                    if (lanes == V::width)
+                        V::store(dst, v);
+                    else
+                        V::store_part(dst, v, lanes);
+                }
+            }
         }
     }
 }
