@@ -221,6 +221,7 @@ int main(int argc, char** argv) {
     // ---- despeckle
     std::string d_model, d_input, d_output, d_units = "auto", d_out_units = "auto", d_noise, d_png;
     index_t d_tile = 512;
+    bool d_fast = false;
     auto* ds = app.add_subcommand("despeckle", "despeckle a GeoTIFF scene of any size (tiled, georeferenced output)");
     ds->add_option("--model", d_model, "checkpoint")->required()->check(CLI::ExistingFile);
     ds->add_option("--input", d_input, "scene (GeoTIFF)")->required()->check(CLI::ExistingFile);
@@ -230,6 +231,9 @@ int main(int argc, char** argv) {
     ds->add_option("--noise", d_noise, "also write the noise branch's estimate here");
     ds->add_option("--quicklook", d_png, "also write a PNG: input | despeckled, in dB");
     ds->add_option("--tile", d_tile, "tile side in pixels (memory ~ tile^2 * filters * 12 bytes)")->check(CLI::Range(16, 8192));
+    ds->add_flag("--fast", d_fast,
+                 "Winograd convolutions with batch norm folded: about 2x faster, within 1e-3 of the exact result "
+                 "(docs/benchmarks.md)");
 
     // ---- evaluate
     std::string e_result, e_reference, e_input, e_units = "auto";
@@ -311,6 +315,7 @@ int main(int argc, char** argv) {
             opt.noise_path = d_noise;
             opt.quicklook_png = d_png;
             opt.tiles.tile_rows = opt.tiles.tile_cols = d_tile;
+            opt.tiles.mode = d_fast ? InferenceMode::fast : InferenceMode::exact;
             Progress bar;
             opt.tiles.progress = [&](index_t done, index_t total) {
                 if (bar.tty) std::fprintf(stderr, "\rdespeckling: %lld / %lld rows", (long long)done, (long long)total);

@@ -15,7 +15,7 @@ using namespace despeck;
 int main(int argc, char** argv) {
     CLI::App app{"Time the full-size deSpeckNet training step and clean-branch inference"};
     int steps = 3, tile = 256, threads = 0;
-    app.add_option("--steps", steps, "timed training steps (after one warm-up)")->check(CLI::PositiveNumber);
+    app.add_option("--steps", steps, "timed training steps after one warm-up (0: inference only)")->check(CLI::NonNegativeNumber);
     app.add_option("--tile", tile, "side of the inference tile (0: skip)")->check(CLI::NonNegativeNumber);
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
     CLI11_PARSE(app, argc, argv);
@@ -36,16 +36,18 @@ int main(int argc, char** argv) {
         }
         Adam<float> adam;
         using clock = std::chrono::steady_clock;
-        model.train_step(x.view(), ref.view(), {}, adam, 1e-3);  // warm-up
-        const auto t0 = clock::now();
-        Losses<float> l{};
-        for (int s = 0; s < steps; ++s) l = model.train_step(x.view(), ref.view(), {}, adam, 1e-3);
-        const double ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count() / steps;
-        // 3 passes (forward, backward-data, backward-weights) x 2 branches x 2*MACs of the convs.
-        const double macs_per_pixel = 3 * 3 * (2.0 * 64 + 15.0 * 64 * 64 + 64.0 * 2);
-        const double gflop = 3 * 2 * 2 * macs_per_pixel * 16 * 40 * 40 / 1e9;
-        std::printf("training step (batch 16 of 40x40x2, depth 17, 64 filters): %.1f ms  (%.1f GFLOP, %.1f GFLOP/s)  loss %.3f\n",
-                    ms, gflop, gflop / (ms / 1e3), l.total);
+        if (steps > 0) {  // --steps 0: inference only (for separate memory measurements)
+            model.train_step(x.view(), ref.view(), {}, adam, 1e-3);  // warm-up
+            const auto t0 = clock::now();
+            Losses<float> l{};
+            for (int s = 0; s < steps; ++s) l = model.train_step(x.view(), ref.view(), {}, adam, 1e-3);
+            const double ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count() / steps;
+            // 3 passes (forward, backward-data, backward-weights) x 2 branches x 2*MACs of the convs.
+            const double macs_per_pixel = 3 * 3 * (2.0 * 64 + 15.0 * 64 * 64 + 64.0 * 2);
+            const double gflop = 3 * 2 * 2 * macs_per_pixel * 16 * 40 * 40 / 1e9;
+            std::printf("training step (batch 16 of 40x40x2, depth 17, 64 filters): %.1f ms  (%.1f GFLOP, %.1f GFLOP/s)  loss %.3f\n",
+                        ms, gflop, gflop / (ms / 1e3), l.total);
+        }
         if (tile > 0) {
             Tensor<float> img(Shape{1, tile, tile, 2});
             for (index_t i = 0; i < img.size(); ++i) img[i] = static_cast<float>(-12 + 3 * rng.normal());

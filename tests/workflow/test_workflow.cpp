@@ -23,10 +23,10 @@ fs::path tmp(const std::string& name) {
     fs::create_directories(DESPECK_TEST_TMP);
     return fs::path(DESPECK_TEST_TMP) / name;
 }
-DeSpeckNet<float> small_model(CombineMode combine = CombineMode::additive_db) {
+DeSpeckNet<float> small_model(CombineMode combine = CombineMode::additive_db, int filters = 8) {
     DeSpeckNetConfig c;
     c.depth = 4;
-    c.filters = 8;
+    c.filters = filters;
     c.channels = 2;
     c.combine = combine;
     DeSpeckNet<float> m(c, 5);
@@ -71,6 +71,30 @@ TEST_CASE("despeckle_geotiff: tiles equal one big tile; georeferencing and no-da
     CHECK(r.invalid_pixels > 0);
     CHECK(fs::exists(small.quicklook_png));
     CHECK(io::GeoTiffReader(small.noise_path).info().geo == src.info().geo);
+
+    // Fast inference (Winograd, batch norm folded) through the same tiling: within 1e-3 of exact.
+    // 16 filters: Winograd runs on layers with >= 16 channels on both sides.
+    const DeSpeckNet<float> wide = small_model(CombineMode::additive_db, 16);
+    workflow::DespeckleOptions exact = small, fast = small;
+    exact.quicklook_png.clear();
+    exact.noise_path.clear();
+    fast = exact;
+    fast.tiles.mode = InferenceMode::fast;
+    workflow::despeckle_geotiff(wide, in, tmp("despeckle_exact16.tif"), exact);
+    workflow::despeckle_geotiff(wide, in, tmp("despeckle_fast.tif"), fast);
+    const Tensor<float> tf = io::GeoTiffReader(tmp("despeckle_fast.tif")).read_rows(0, 384);
+    const Tensor<float> te = io::GeoTiffReader(tmp("despeckle_exact16.tif")).read_rows(0, 384);
+    double fast_diff = 0, range = 0;
+    for (index_t i = 0; i < te.size(); ++i) {
+        if (te[i] == -9999.0f) {
+            CHECK(tf[i] == -9999.0f);
+            continue;
+        }
+        fast_diff = std::max(fast_diff, double(std::abs(tf[i] - te[i])));
+        range = std::max(range, double(std::abs(te[i])));
+    }
+    CHECK(fast_diff > 0);
+    CHECK(fast_diff <= 1e-3 * range);
 
     // Linear output from a dB model, and a model of the wrong channel count.
     workflow::DespeckleOptions lin;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The end-to-end comparison behind docs/benchmarks.md: despeck, PyTorch (Debian's python3-torch)
+# and oneDNN (Debian's libdnnl-dev) on the same shapes and the same threads, interleaved round by
+# round so that drifting load hits all of them alike; then a table of medians and spread.
+#   bash benchmarks/compare_all.sh [rounds=3] [tile=1024] [out=build/benchmarks/compare]
+# Needs a Release build with benchmarks (cmake --build build), /usr/bin/python3 with torch,
+# GNU time (/usr/bin/time) for peak memory. Writes $out/log.txt and $out/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+tile=${2:-1024}
+out=${3:-build/benchmarks/compare}
+mkdir -p "$out"
+log="$out/log.txt"
+: >"$log"
+bin=build
+for t in "$bin/examples/time_train_step" "$bin/benchmarks/bench_kernels" "$bin/benchmarks/onednn_conv"; do
+  [ -x "$t" ] || { echo "missing $t: build first (cmake --build build)" >&2; exit 2; }
+done
+py=/usr/bin/python3
+$py -c "import torch" 2>/dev/null || { echo "/usr/bin/python3 has no torch (apt-get install python3-torch)" >&2; exit 2; }
+
+run() {  # run <label> <threads> <command...>: output lines prefixed with the label
+  local label=$1 threads=$2
+  shift 2
+  OMP_NUM_THREADS=$threads "$@" 2>&1 | sed "s/^/$label threads=$threads | /" >>"$log"
+}
+peak_mem() {  # peak_mem <label> <threads> <command...>: peak resident memory (KiB) via GNU time
+  local label=$1 threads=$2 kib
+  shift 2
+  kib=$(OMP_NUM_THREADS=$threads /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1)
+  echo "$label threads=$threads | peak_rss_kib $kib" >>"$log"
+}
+
+for r in $(seq 1 "$rounds"); do
+  echo "round $r of $rounds" >&2
+  for th in 2 1; do
+    echo "== round $r" >>"$log"
+    run despeck "$th" "$bin/examples/time_train_step" --threads "$th" --steps 3 --tile "$tile"
+    run pytorch "$th" $py benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
+    run onednn "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --algorithm direct --repeats 20
+    run onednn_blocked "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --activations any --repeats 20
+    run kernels "$th" "$bin/benchmarks/bench_kernels" --threads="$th" --benchmark_min_time=0.3 \
+      --benchmark_format=json --benchmark_filter='isa:2/N:16/H:40/W:40/Ci:64/Co:64'
+  done
+  peak_mem despeck_train 2 "$bin/examples/time_train_step" --threads 2 --steps 2 --tile 0
+  peak_mem pytorch_train 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 2 --tile 0
+  peak_mem despeck_infer 2 "$bin/examples/time_train_step" --threads 2 --steps 0 --tile "$tile"
+  peak_mem pytorch_infer 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 0 --tile "$tile"
+done
+$py benchmarks/summarize_comparison.py "$log" "$tile" | tee "$out/table.md"

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Turns the log of benchmarks/compare_all.sh into the markdown table of docs/benchmarks.md:
+medians over rounds with the spread (min-max), ratios against PyTorch and oneDNN, and each of
+issue #5's targets marked met or not. Standard library only.
+    python3 benchmarks/summarize_comparison.py build/benchmarks/compare/log.txt 1024
+"""
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+
+def parse(path):
+    values = defaultdict(list)  # (source, threads, metric) -> [values]
+    blocks = defaultdict(list)  # (label, threads, round) -> lines (Google Benchmark JSON)
+    round_no = 0
+    for raw in open(path, encoding="utf-8"):
+        line = raw.rstrip("\n")
+        if line.startswith("== round"):
+            round_no += 1
+            continue
+        m = re.match(r"(\w+) threads=(\d+) \| (.*)$", line)
+        if not m:
+            continue
+        label, threads, text = m.group(1), int(m.group(2)), m.group(3)
+        if label == "kernels":
+            blocks[(label, threads, round_no)].append(text)
+            continue
+        if text.startswith("peak_rss_kib"):
+            values[(label, threads, "peak_rss_mib")].append(int(text.split()[1]) / 1024)
+            continue
+        t = re.search(r"training step .*?: ([\d.]+) ms", text)
+        if t:
+            values[(label, threads, "train_ms")].append(float(t.group(1)))
+        i = re.search(r"clean-branch inference \((\w+)[^)]*\).*\(([\d.]+) Mpx/s\)", text)
+        if i:
+            mode = {"best": "exact"}.get(i.group(1), i.group(1))  # PyTorch's best of eager/frozen
+            values[(label, threads, f"infer_{mode}_mpxs")].append(float(i.group(2)))
+        if label.startswith("onednn") and text.startswith("{"):
+            j = json.loads(text)
+            if j.get("status") == "ok":
+                values[(label, threads, f"{j['algorithm']}_{j['pass']}_gflops")].append(j["gflops"])
+    for (label, threads, _), lines in blocks.items():
+        text = "\n".join(lines)
+        start = text.find("{")
+        if start < 0:
+            continue
+        doc = json.loads(text[start:])
+        for b in doc.get("benchmarks", []):
+            p = int(re.search(r"pass:(\d)", b["name"]).group(1))
+            name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused"][p]
+            values[("despeck", threads, f"{name}_gflops")].append(b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"])
+            values[("despeck", threads, "peak_gflops")].append(b["peak_GFLOP/s"])
+    return values
+
+
+def stat(values, key):
+    v = values.get(key)
+    if not v:
+        return None
+    return statistics.median(v), min(v), max(v), len(v)
+
+
+def fmt(s, digits=1):
+    if s is None:
+        return "n/a"
+    med, lo, hi, n = s
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f}, n={n})"
+
+
+def main():
+    log = sys.argv[1]
+    tile = sys.argv[2] if len(sys.argv) > 2 else "?"
+    v = parse(log)
+    rows = []
+
+    def ratio_row(target_name, what, a_key, b_key, higher_is_better, target, digits=1):
+        a, b = stat(v, a_key), stat(v, b_key)
+        if a is None or b is None:
+            rows.append((target_name, what, fmt(a, digits), fmt(b, digits), "n/a", f">= {target}", "not measured"))
+            return
+        r = (a[0] / b[0]) if higher_is_better else (b[0] / a[0])
+        rows.append((target_name, what, fmt(a, digits), fmt(b, digits), f"{r:.2f}x", f">= {target}x",
+                     "met" if r >= target else "NOT met"))
+
+    for th in (2, 1):
+        ratio_row("1", f"training step, ms, {th} thread(s) (despeck / PyTorch)", ("despeck", th, "train_ms"),
+                  ("pytorch", th, "train_ms"), False, 1.5)
+        ratio_row("2", f"exact inference {tile}x{tile}x2, Mpx/s, {th} thread(s) (despeck / PyTorch best of eager and frozen)",
+                  ("despeck", th, "infer_exact_mpxs"), ("pytorch", th, "infer_exact_mpxs"), True, 1.25, 3)
+        ratio_row("3", f"fast inference {tile}x{tile}x2, Mpx/s, {th} thread(s) (despeck / PyTorch best of eager and frozen)",
+                  ("despeck", th, "infer_fast_mpxs"), ("pytorch", th, "infer_exact_mpxs"), True, 3.0, 3)
+        for p in ("forward", "backward_data", "backward_weights"):
+            ratio_row("4", f"conv 3x3 64->64 {p}, GFLOP/s, {th} thread(s) (despeck / oneDNN direct NHWC)",
+                      ("despeck", th, f"direct_{p}_gflops"), ("onednn", th, f"direct_{p}_gflops"), True, 0.85)
+        ratio_row("-", f"conv forward, Winograd, effective GFLOP/s, {th} thread(s) (despeck NHWC / oneDNN blocked)",
+                  ("despeck", th, "winograd_forward_gflops"), ("onednn_blocked", th, "winograd_forward_gflops"), True, 0.85)
+    ratio_row("5", "training peak resident memory, MiB (despeck / PyTorch)", ("despeck_train", 2, "peak_rss_mib"),
+              ("pytorch_train", 2, "peak_rss_mib"), False, 1.0, 0)
+    ratio_row("5", f"inference peak resident memory {tile}x{tile}, MiB (despeck / PyTorch)",
+              ("despeck_infer", 2, "peak_rss_mib"), ("pytorch_infer", 2, "peak_rss_mib"), False, 1.0, 0)
+    for key, what in (("train_ms", "training step"), ("infer_exact_mpxs", "exact inference"),
+                      ("direct_forward_gflops", "conv forward"), ("direct_backward_weights_gflops", "conv backward-weights")):
+        one, two = stat(v, ("despeck", 1, key)), stat(v, ("despeck", 2, key))
+        if one and two:
+            r = one[0] / two[0] if key == "train_ms" else two[0] / one[0]
+            rows.append(("6", f"{what}: 2 threads over 1 (despeck)", fmt(two), fmt(one), f"{r:.2f}x", ">= 1.8x",
+                         "met" if r >= 1.8 else "NOT met"))
+    peak = stat(v, ("despeck", 2, "peak_gflops"))
+    print(f"Measured FP32 peak (FMA loop, 2 threads): {fmt(peak)} GFLOP/s\n")
+    print("| target | measurement | despeck median (min-max) | baseline median (min-max) | ratio | target | |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
