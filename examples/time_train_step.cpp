@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
+#include <string>
 
 #include "despeck/despeck.hpp"
 
@@ -18,7 +19,14 @@ int main(int argc, char** argv) {
     app.add_option("--steps", steps, "timed training steps after one warm-up (0: inference only)")->check(CLI::NonNegativeNumber);
     app.add_option("--tile", tile, "side of the inference tile (0: skip)")->check(CLI::NonNegativeNumber);
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
+    std::string conv = "automatic";
+    app.add_option("--conv", conv, "training convolutions: automatic (Winograd where it applies), direct (exact fp32), "
+                                   "winograd, im2col_gemm, reference")
+        ->check(CLI::IsMember({"automatic", "direct", "winograd", "im2col_gemm", "reference"}));
     CLI11_PARSE(app, argc, argv);
+    for (auto a : {kernels::conv_algorithm::automatic, kernels::conv_algorithm::direct, kernels::conv_algorithm::winograd,
+                   kernels::conv_algorithm::im2col_gemm, kernels::conv_algorithm::reference})
+        if (conv == kernels::to_string(a)) kernels::set_conv_algorithm(a);
     if (threads > 0 && !set_num_threads(threads)) {
         std::fprintf(stderr, "error: --threads %d needs OpenMP, which this build does not have\n", threads);
         return 2;

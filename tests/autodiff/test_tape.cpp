@@ -68,3 +68,29 @@ TEST_CASE("Tape: constants get no backward function recorded") {
     CHECK_FALSE(l.requires_grad());
     CHECK(l.value()[0] == doctest::Approx(4.0));
 }
+
+TEST_CASE("Tape: intermediate gradients are freed after use unless asked to keep them") {
+    // y = 3 * (2 * a): the intermediate (2 * a) has gradient 3, freed once its backward ran.
+    Tensor<double> seed(Shape{2}, 1.0);
+    {
+        Tape<double> tape;
+        Var<double> a = tape.variable(Tensor<double>(Shape{2}, 1.0));
+        Var<double> mid = ops::scale(a, 2.0);
+        Var<double> y = ops::scale(mid, 3.0);
+        Var<double> unused = tape.variable(Tensor<double>(Shape{2}, 1.0));
+        tape.backward(y, seed.view());
+        CHECK(tape.grad(a)[0] == doctest::Approx(6.0));
+        CHECK_THROWS_WITH_AS(tape.grad(mid), doctest::Contains("keep_intermediate_gradients"), error);
+        CHECK(tape.grad(unused)[1] == 0.0);  // a leaf off the path: zero, not an error
+    }
+    {
+        Tape<double> tape;
+        tape.keep_intermediate_gradients(true);
+        Var<double> a = tape.variable(Tensor<double>(Shape{2}, 1.0));
+        Var<double> mid = ops::scale(a, 2.0);
+        Var<double> y = ops::scale(mid, 3.0);
+        tape.backward(y, seed.view());
+        CHECK(tape.grad(mid)[0] == doctest::Approx(3.0));
+        CHECK(tape.grad(y)[1] == doctest::Approx(1.0));
+    }
+}

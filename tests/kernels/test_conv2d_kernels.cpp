@@ -3,6 +3,7 @@
 // im2col chunks, and the accumulate-into-gradient contract.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -147,6 +148,50 @@ TEST_CASE("direct SIMD kernels match the reference on every instruction set: tai
         compare_all_passes<float>(3, 11, 7, 64, 1, 3, 2e-5, Fast::direct);   // last layer, single-pol
         compare_all_passes<float>(1, 5, 13, 129, 31, 3, 2e-5, Fast::direct); // several channel chunks
     }
+}
+
+TEST_CASE("Winograd forward and backward-data (training) match the reference on every instruction set") {
+    KernelChoiceGuard guard;
+    for (auto isa : supported_isas()) {
+        CAPTURE(kernels::to_string(isa));
+        kernels::set_simd_isa(isa);
+        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {2, 9, 1}, {1, 13, 11}, {2, 40, 40}})
+            for (auto [Ci, Co] : {std::pair<index_t, index_t>{16, 16}, {17, 33}, {64, 64}, {64, 20}}) {
+                CAPTURE(H);
+                CAPTURE(W);
+                CAPTURE(Ci);
+                CAPTURE(Co);
+                Rng rng(static_cast<std::uint64_t>(H * 131 + W * 7 + Ci + Co));
+                const Tensor<float> x = random_tensor<float>(Shape{N, H, W, Ci}, rng), w = random_tensor<float>(Shape{3, 3, Ci, Co}, rng),
+                                    b = random_tensor<float>(Shape{Co}, rng), dy = random_tensor<float>(Shape{N, H, W, Co}, rng);
+                Tensor<float> y_ref(dy.shape()), y(dy.shape(), 99.f);
+                kernels::conv2d_forward_reference<float>(x.view(), w.view(), b.view(), y_ref.view());
+                kernels::conv2d_forward_winograd(x.view(), w.view(), b.view(), y.view());
+                CHECK(relative_max_error(y, y_ref) <= 5e-5);
+                const Tensor<float> dx0 = random_tensor<float>(x.shape(), rng);
+                Tensor<float> dx_ref = dx0, dx = dx0;  // backward-data adds into what is there
+                kernels::conv2d_backward_data_reference<float>(dy.view(), w.view(), dx_ref.view());
+                kernels::conv2d_backward_data_winograd(dy.view(), w.view(), dx.view());
+                CHECK(relative_max_error(dx, dx_ref) <= 5e-5);
+                CHECK(kernels::last_direct_isa() == isa);
+            }
+    }
+    // Dispatch: automatic runs Winograd for 64 -> 64 forward and backward-data, direct for the
+    // weights and for layers with few channels; explicit direct never runs Winograd.
+    Rng rng(5);
+    const Tensor<float> x = random_tensor<float>(Shape{1, 6, 6, 64}, rng), w = random_tensor<float>(Shape{3, 3, 64, 64}, rng),
+                        w2 = random_tensor<float>(Shape{3, 3, 64, 2}, rng);
+    Tensor<float> y(Shape{1, 6, 6, 64}), y2(Shape{1, 6, 6, 2}), dw(w.shape());
+    kernels::set_conv_algorithm(kernels::conv_algorithm::automatic);
+    kernels::conv2d_forward<float>(x.view(), w.view(), {}, y.view());
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::winograd);
+    kernels::conv2d_backward_weights<float>(x.view(), y.view(), dw.view(), {});
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
+    kernels::conv2d_forward<float>(x.view(), w2.view(), {}, y2.view());
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
+    kernels::set_conv_algorithm(kernels::conv_algorithm::direct);
+    kernels::conv2d_forward<float>(x.view(), w.view(), {}, y.view());
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
 }
 
 TEST_CASE("direct backward-weights does not depend on the thread count") {

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "despeck/ops/batch_norm.hpp"
+#include "despeck/ops/batch_norm_relu.hpp"
 #include "despeck/ops/conv2d.hpp"
 #include "despeck/ops/elementwise.hpp"
 #include "despeck/ops/mse.hpp"
@@ -69,6 +70,50 @@ TEST_CASE("batch_norm: gradients in training mode (batch statistics)") {
                 return ops::batch_norm(in[0], in[1], in[2], rm.view(), rv.view(), ops::Mode::training);
             });
         require_gradients_match(report);
+    }
+}
+
+TEST_CASE("batch_norm_relu: gradients of the fused training op") {
+    Rng rng(17);
+    for (auto shape : {Shape{2, 3, 5, 4}, Shape{1, 2, 3, 2}, Shape{3, 2, 1, 3}}) {
+        CAPTURE(shape);
+        Tensor<double> rm(Shape{shape[3]}), rv(Shape{shape[3]}, 1.0);
+        // beta around +-0.8: most outputs sit away from the ReLU kink, some channels mostly below it.
+        Tensor<double> beta = random_tensor(Shape{shape[3]}, rng, 0.6, 1.0);
+        beta[0] = -0.8;
+        auto report = check_gradients(
+            {random_tensor(shape, rng, -2, 3), random_tensor(Shape{shape[3]}, rng, 0.5, 1.5), beta},
+            [&](Tape<double>&, const Inputs& in) {
+                return ops::batch_norm_relu(in[0], in[1], in[2], rm.view(), rv.view(), ops::Mode::training);
+            });
+        require_gradients_match(report);
+    }
+}
+
+TEST_CASE("batch_norm_relu equals batch_norm then relu: values, gradients and running statistics") {
+    // 3 x 17 x 19 pixels: several 256-pixel blocks and a partial one; 5 channels.
+    Rng rng(19);
+    const Shape shape{3, 17, 19, 5};
+    const Tensor<double> x0 = random_tensor(shape, rng, -2, 3), g0 = random_tensor(Shape{5}, rng, 0.5, 1.5),
+                         b0 = random_tensor(Shape{5}, rng, -0.5, 0.5), seed = random_tensor(shape, rng);
+    ops::BatchNormOptions opt;
+    opt.momentum = 0.3;
+    auto run = [&](bool fused, Tensor<double>& rm, Tensor<double>& rv) {
+        Tape<double> tape;
+        Var<double> x = tape.variable(x0), g = tape.variable(g0), b = tape.variable(b0);
+        Var<double> y = fused ? ops::batch_norm_relu(x, g, b, rm.view(), rv.view(), ops::Mode::training, opt)
+                              : ops::relu(ops::batch_norm(x, g, b, rm.view(), rv.view(), ops::Mode::training, opt));
+        tape.backward(y, seed.view());
+        return std::array<Tensor<double>, 4>{Tensor<double>::from_view(y.value()), Tensor<double>::from_view(x.grad()),
+                                             Tensor<double>::from_view(g.grad()), Tensor<double>::from_view(b.grad())};
+    };
+    Tensor<double> rm1(Shape{5}, 0.5), rv1(Shape{5}, 2.0), rm2 = rm1, rv2 = rv1;
+    const auto fused = run(true, rm1, rv1), plain = run(false, rm2, rv2);
+    for (int k = 0; k < 4; ++k)
+        for (index_t i = 0; i < fused[k].size(); ++i) REQUIRE(fused[k][i] == doctest::Approx(plain[k][i]).epsilon(1e-12));
+    for (index_t c = 0; c < 5; ++c) {
+        CHECK(rm1[c] == doctest::Approx(rm2[c]).epsilon(1e-14));
+        CHECK(rv1[c] == doctest::Approx(rv2[c]).epsilon(1e-14));
     }
 }
 

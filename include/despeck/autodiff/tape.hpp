@@ -15,6 +15,8 @@
 // gradient buffer that the optimiser (and, later, an MPI all-reduce) reads.
 #pragma once
 
+#include <algorithm>
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -87,37 +89,58 @@ public:
 
     TensorView<T> value(Var<T> v) const { return node(v).value; }
     bool requires_grad(Var<T> v) const { return node(v).requires_grad; }
-    TensorView<T> grad(Var<T> v) const {
-        const Node& n = node(v);
+    // The gradient of v. During backward() an op's output gradient is created (zeroed) when the
+    // first consumer adds into it and freed once the op's own backward has read it, so a step holds
+    // only the gradients still in flight, not one per activation. Leaves (inputs, parameters)
+    // keep theirs; keep_intermediate_gradients(true) keeps every one (for inspection).
+    TensorView<T> grad(Var<T> v) {
+        Node& n = node_mut(v);
         if (!n.requires_grad) detail::fail<error>("Tape: node ", v.id, " (", n.op, ") has no gradient");
-        if (n.grad.empty()) detail::fail<error>("Tape: gradient of node ", v.id, " (", n.op, ") read before backward()");
+        if (n.grad.empty()) {
+            if (n.grad_released)
+                detail::fail<error>("Tape: the gradient of node ", v.id, " (", n.op, ") was freed after its backward; call "
+                                    "keep_intermediate_gradients(true) before backward() to read it");
+            if (!backward_ran_)
+                detail::fail<error>("Tape: gradient of node ", v.id, " (", n.op, ") read before backward()");
+            n.grad_owned = Tensor<T>::uninitialized(n.value.shape);
+            n.grad = n.grad_owned.view();
+            zero_fill(n.grad);
+        }
         return n.grad;
     }
+    void keep_intermediate_gradients(bool keep) { keep_intermediate_ = keep; }
     const std::string& op_name(Var<T> v) const { return node(v).op; }
     std::size_t size() const { return nodes_.size(); }
 
     // Reverse pass from `root`, seeding d(root) with `seed` (same shape as root's value).
-    // Every activation gradient is allocated zeroed here, every step: no stale gradient survives.
+    // Every activation gradient starts from zero, every pass: no stale gradient survives.
     void backward(Var<T> root, TensorView<const T> seed) {
         Node& r = node_mut(root);
         if (!r.requires_grad) detail::fail<error>("Tape::backward: the root (", r.op, ") depends on no parameter");
-        // Gradients of nodes after the root stay from an earlier pass unless reset here.
-        for (std::size_t i = static_cast<std::size_t>(root.id) + 1; i < nodes_.size(); ++i)
-            if (!nodes_[i].borrowed_grad) nodes_[i].grad = {};
         if (seed.shape != r.value.shape)
             detail::fail<shape_error>("Tape::backward: seed ", seed.shape, " for root ", r.value.shape);
-        for (std::size_t i = 0; i <= static_cast<std::size_t>(root.id); ++i) {
-            Node& n = nodes_[i];
-            if (n.requires_grad && !n.borrowed_grad) {
-                grad_storage_.emplace_back(n.value.shape, T(0));
-                n.grad = grad_storage_.back().view();
+        for (Node& n : nodes_)
+            if (!n.borrowed_grad) {
+                n.grad = {};
+                n.grad_owned = Tensor<T>();
+                n.grad_released = false;
             }
-        }
-        r.grad.flat() += seed.flat();
+        backward_ran_ = true;
+        grad(root).flat() += seed.flat();
         for (int i = root.id; i >= 0; --i) {
+            Node& n = nodes_[static_cast<std::size_t>(i)];
+            if (!n.backward || !n.requires_grad) continue;
+            // An op whose output no consumer touched has a zero gradient: nothing to propagate.
+            if (n.grad.empty()) continue;
             // A copy: the function must survive even if it recorded nodes (vector reallocation).
-            const BackwardFn fn = nodes_[static_cast<std::size_t>(i)].backward;
-            if (fn) fn(*this, Var<T>{this, i, generation_});
+            const BackwardFn fn = n.backward;
+            fn(*this, Var<T>{this, i, generation_});
+            Node& done = nodes_[static_cast<std::size_t>(i)];
+            if (!keep_intermediate_ && !done.borrowed_grad) {
+                done.grad = {};
+                done.grad_owned = Tensor<T>();  // back to the block cache for the next gradient
+                done.grad_released = true;
+            }
         }
     }
     // Reverse pass from a scalar loss (seed 1).
@@ -133,16 +156,29 @@ public:
         ++generation_;
         nodes_.clear();
         storage_.clear();
-        grad_storage_.clear();
+        backward_ran_ = false;
     }
 
 private:
+    // Activation gradients are megabytes each: zeroed by all threads, not one.
+    static void zero_fill(TensorView<T> g) {
+        const index_t n = g.size();
+        constexpr index_t chunk = index_t(1) << 14;
+        const index_t chunks = (n + chunk - 1) / chunk;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (chunks > 8)
+#endif
+        for (index_t k = 0; k < chunks; ++k) std::fill(g.data + k * chunk, g.data + std::min(n, (k + 1) * chunk), T(0));
+    }
+
     struct Node {
         TensorView<T> value;
         TensorView<T> grad;
+        Tensor<T> grad_owned;  // empty for borrowed gradients and before first use
         BackwardFn backward;
         bool requires_grad = false;
         bool borrowed_grad = false;
+        bool grad_released = false;
         std::string op;
     };
 
@@ -170,8 +206,9 @@ private:
 
     std::vector<Node> nodes_;
     std::deque<Tensor<T>> storage_;
-    std::deque<Tensor<T>> grad_storage_;
     std::uint64_t generation_ = 0;
+    bool backward_ran_ = false;
+    bool keep_intermediate_ = false;
 };
 
 // True when any of the vars needs a gradient: an op's output then needs one too.

@@ -147,6 +147,7 @@ struct WinogradArgs {
     float* y = nullptr;
     index_t N = 0, H = 0, W = 0, ci = 0, co = 0, cop = 0;
     bool relu = false;
+    bool accumulate = false;  // y += result (backward-data); relu must be off then
 };
 
 // ---- the micro-kernels, one copy per instruction set ----------------------------------------
@@ -462,11 +463,32 @@ inline void conv2d_backward_weights_direct(TensorView<const float> x, TensorView
             }
     }
     if (!db.empty()) {
-        const index_t pixels = dy.size() / a.co;
-        std::vector<double> sums(static_cast<std::size_t>(a.co), 0.0);
-        for (index_t p = 0; p < pixels; ++p)
-            for (index_t o = 0; o < a.co; ++o) sums[static_cast<std::size_t>(o)] += dy.data[p * a.co + o];
-        for (index_t o = 0; o < a.co; ++o) db[o] += static_cast<float>(sums[static_cast<std::size_t>(o)]);
+        // Column sums of dy: float within blocks of 256 pixels, double across blocks in block order
+        // (parallel, and independent of the thread count).
+        const index_t pixels = dy.size() / a.co, co = a.co;
+        constexpr index_t block = 256;
+        const index_t blocks = (pixels + block - 1) / block;
+        std::vector<double> partial(static_cast<std::size_t>(blocks * co));
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (blocks > 4)
+#endif
+        for (index_t k = 0; k < blocks; ++k) {
+            std::vector<float> acc(static_cast<std::size_t>(co), 0.f);
+            float* s = acc.data();
+            for (index_t p = k * block; p < std::min(pixels, (k + 1) * block); ++p) {
+                const float* row = dy.data + p * co;
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+                for (index_t o = 0; o < co; ++o) s[o] += row[o];
+            }
+            std::copy(acc.begin(), acc.end(), partial.begin() + k * co);
+        }
+        for (index_t o = 0; o < co; ++o) {
+            double total = 0;
+            for (index_t k = 0; k < blocks; ++k) total += partial[static_cast<std::size_t>(k * co + o)];
+            db[o] += static_cast<float>(total);
+        }
     }
 }
 
@@ -537,23 +559,64 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
                                        {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                        {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                        {0, 0, 1}};
-    p.weights = Tensor<float>(Shape{36, p.ci, p.cop});
-    for (index_t c = 0; c < p.ci; ++c)
-        for (index_t o = 0; o < p.co; ++o) {
-            double g[3][3], gt[6][3];
-            for (int i = 0; i < 3; ++i)
-                for (int j = 0; j < 3; ++j) g[i][j] = w.data[((i * 3 + j) * p.ci + c) * p.co + o];
-            for (int i = 0; i < 6; ++i)
-                for (int j = 0; j < 3; ++j) gt[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
-            for (int i = 0; i < 6; ++i)
-                for (int j = 0; j < 6; ++j)
-                    p.weights[((i * 6 + j) * p.ci + c) * p.cop + o] =
-                        static_cast<float>(gt[i][0] * G[j][0] + gt[i][1] * G[j][1] + gt[i][2] * G[j][2]);
+    // Wt[(i,j)][c][o] = sum_{a,b} G[i][a] G[j][b] w[a][b][c][o]: a [36 x 9] matrix of coefficients
+    // (computed in double) times the 9 taps, vectorised over the output channels. In training this
+    // runs on every forward and backward-data call, so it is parallel over input channels too.
+    float coef[36][9];
+    for (int i = 0; i < 6; ++i)
+        for (int j = 0; j < 6; ++j)
+            for (int a = 0; a < 3; ++a)
+                for (int b = 0; b < 3; ++b) coef[i * 6 + j][a * 3 + b] = static_cast<float>(G[i][a] * G[j][b]);
+    p.weights = Tensor<float>::uninitialized(Shape{36, p.ci, p.cop});
+    const index_t ci = p.ci, co = p.co, cop = p.cop;
+    float* wt = p.weights.data();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (ci * co >= 1024)
+#endif
+    for (index_t c = 0; c < ci; ++c)
+        for (int q = 0; q < 36; ++q) {
+            float* out = wt + (q * ci + c) * cop;
+            std::fill(out, out + cop, 0.f);
+            for (int k = 0; k < 9; ++k) {
+                const float f = coef[q][k];
+                const float* in = w.data + (k * ci + c) * co;
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+                for (index_t o = 0; o < co; ++o) out[o] += f * in[o];
+            }
         }
     p.bias = detail_direct::padded(b, p.cop);
     p.relu = relu;
     return p;
 }
+
+namespace detail_direct {
+// Items: (image, tile row, block of up to 24 tiles); a block's transformed input and products
+// (36 x 24 x (ci + co) floats, 221 KiB at 64 channels) stay in L2 between the three steps.
+inline void run_winograd(const WinogradArgs& a, const IsaTable& t) {
+    constexpr index_t block = 24;
+    const index_t tile_rows = (a.H + 3) / 4, tile_cols = (a.W + 3) / 4;
+    const index_t blocks = (tile_cols + block - 1) / block;
+    const index_t items = a.N * tile_rows * blocks;
+    const std::size_t scratch = static_cast<std::size_t>(36 * block * (a.ci + a.co));
+#if defined(_OPENMP)
+#pragma omp parallel if (items > 1)
+#endif
+    {
+        // From the tensor cache: a fresh mmap'ed buffer per call would page-fault on every layer.
+        Tensor<float> buf = Tensor<float>::uninitialized(Shape{static_cast<index_t>(scratch)});
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t it = 0; it < items; ++it) {
+            const index_t b = it % blocks, row = it / blocks;
+            const index_t t0 = b * block, t1 = std::min(tile_cols, t0 + block);
+            t.winograd_item(a, row / tile_rows, row % tile_rows, t0, t1, buf.data());
+        }
+    }
+}
+}  // namespace detail_direct
 
 // y = the prepared layer applied to x [N,H,W,ci]; y [N,H,W,co] is overwritten.
 inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, TensorView<float> y) {
@@ -576,27 +639,37 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
     WinogradArgs a;
     a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = p.ci, a.co = p.co, a.cop = p.cop;
     a.x = x.data, a.wt = p.weights.data(), a.bias_padded = p.bias.data(), a.y = y.data, a.relu = p.relu;
-    // Items: (image, tile row, block of up to 24 tiles); a block's transformed input and products
-    // (36 x 24 x (ci + co) floats, 221 KiB at 64 channels) stay in L2 between the three steps.
-    constexpr index_t block = 24;
-    const index_t tile_rows = (a.H + 3) / 4, tile_cols = (a.W + 3) / 4;
-    const index_t blocks = (tile_cols + block - 1) / block;
-    const index_t items = a.N * tile_rows * blocks;
-    const std::size_t scratch = static_cast<std::size_t>(36 * block * (a.ci + a.co));
-#if defined(_OPENMP)
-#pragma omp parallel if (items > 1)
-#endif
-    {
-        std::vector<float> buf(scratch);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (index_t it = 0; it < items; ++it) {
-            const index_t b = it % blocks, row = it / blocks;
-            const index_t t0 = b * block, t1 = std::min(tile_cols, t0 + block);
-            t.winograd_item(a, row / tile_rows, row % tile_rows, t0, t1, buf.data());
-        }
-    }
+    detail_direct::run_winograd(a, t);
+}
+
+// ---- Winograd in training: forward and backward-data of 3x3 layers -------------------------
+
+// Whether conv_algorithm::winograd runs Winograd for this layer: 3x3 with >= 16 channels on both
+// sides (the 1-2 channel first and last layers gain nothing and stay direct).
+inline bool winograd_applies(index_t K, index_t ci, index_t co) { return K == 3 && ci >= 16 && co >= 16; }
+
+// y = conv(x, w) + b by Winograd F(4x4, 3x3); w transformed on every call (0.1% of the work).
+inline void conv2d_forward_winograd(TensorView<const float> x, TensorView<const float> w, TensorView<const float> b,
+                                    TensorView<float> y) {
+    run_prepared_conv(prepare_conv_winograd(w, b, /*relu=*/false), x, y);
+}
+
+// dx += conv(dy, w rotated 180 degrees, in/out swapped) by Winograd.
+inline void conv2d_backward_data_winograd(TensorView<const float> dy, TensorView<const float> w, TensorView<float> dx) {
+    const index_t ci = w.shape[2], co = w.shape[3];
+    Tensor<float> w_rot = Tensor<float>::uninitialized(Shape{3, 3, co, ci});
+    for (index_t i = 0; i < 3; ++i)
+        for (index_t j = 0; j < 3; ++j)
+            for (index_t c = 0; c < ci; ++c)
+                for (index_t o = 0; o < co; ++o) w_rot[((i * 3 + j) * co + o) * ci + c] = w.data[(((2 - i) * 3 + (2 - j)) * ci + c) * co + o];
+    const PreparedConv p = prepare_conv_winograd(w_rot.view(), {}, /*relu=*/false);
+    detail_direct::check_prepared_input(p, dy, dx);
+    const detail_direct::IsaTable t = detail_direct::table(p.isa);
+    detail_direct::last_isa() = p.isa;
+    WinogradArgs a;
+    a.N = dy.shape[0], a.H = dy.shape[1], a.W = dy.shape[2], a.ci = p.ci, a.co = p.co, a.cop = p.cop;
+    a.x = dy.data, a.wt = p.weights.data(), a.bias_padded = nullptr, a.y = dx.data, a.accumulate = true;
+    detail_direct::run_winograd(a, t);
 }
 
 }  // namespace despeck::kernels

@@ -27,6 +27,7 @@
 #include "despeck/autodiff/tape.hpp"
 #include "despeck/nn/parameters.hpp"
 #include "despeck/ops/batch_norm.hpp"
+#include "despeck/ops/batch_norm_relu.hpp"
 #include "despeck/ops/conv2d.hpp"
 #include "despeck/ops/elementwise.hpp"
 #include "despeck/ops/mse.hpp"
@@ -202,6 +203,11 @@ public:
         Var<T> h = x;
         for (const Layer& layer : layers_.at(static_cast<std::size_t>(b))) {
             h = ops::conv2d(h, p(layer.weight), p(layer.bias));
+            if (layer.has_bn && layer.relu) {  // one fused op: two passes over memory, x and y kept
+                h = ops::batch_norm_relu(h, p(layer.gamma), p(layer.beta), buffers_.value(layer.running_mean),
+                                         buffers_.value(layer.running_var), mode, cfg_.bn_options());
+                continue;
+            }
             if (layer.has_bn)
                 h = ops::batch_norm(h, p(layer.gamma), p(layer.beta), buffers_.value(layer.running_mean),
                                     buffers_.value(layer.running_var), mode, cfg_.bn_options());
@@ -304,8 +310,9 @@ public:
     }
     Tensor<T> predict(int b, TensorView<const T> x, InferenceMode mode = InferenceMode::exact) const {
         if constexpr (std::is_same_v<T, float>) {
-            if (kernels::get_conv_algorithm() == kernels::conv_algorithm::automatic ||
-                kernels::get_conv_algorithm() == kernels::conv_algorithm::direct)
+            const auto algo = kernels::get_conv_algorithm();
+            if (algo == kernels::conv_algorithm::automatic || algo == kernels::conv_algorithm::direct ||
+                algo == kernels::conv_algorithm::winograd)
                 return BranchPlan(*this, b, mode).run(x);
         }
         if (mode == InferenceMode::fast)

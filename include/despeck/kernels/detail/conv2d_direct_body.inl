@@ -362,6 +362,7 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
                     typename V::reg v = V::add(out[j], b);
                     if (a.relu) v = V::max(v, V::zero());
                     float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
+                    if (a.accumulate) v = V::add(v, lanes == V::width ? V::load(dst) : V::load_part(dst, lanes));
                     if (lanes == V::width)
                         V::store(dst, v);
                     else
