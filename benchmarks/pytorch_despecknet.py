@@ -8,8 +8,8 @@ no autograd) on one tile. Run with Debian's interpreter, which has python3-torch
 
     /usr/bin/python3 benchmarks/pytorch_despecknet.py --threads 2 --steps 3 --tile 256
 
-Prints lines in the same form as time_train_step, so benchmarks/compare_train_step.sh can put
-them side by side.
+Prints lines in the same form as time_train_step, so benchmarks/compare_all.sh can put them side
+by side.
 """
 import argparse
 import time

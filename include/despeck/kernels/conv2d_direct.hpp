@@ -139,6 +139,19 @@ struct BlockEpilogue {
     bool relu;
 };
 
+// Forward with 1-4 output channels (the last layer): y = relu?(conv(x, w) + bias), vectorised over
+// the input channels. wp packed [K*K][co][ci]; bias [co] or nullptr.
+struct SmallCoArgs {
+    const float* x = nullptr;
+    const float* wp = nullptr;
+    const float* bias = nullptr;
+    float* y = nullptr;
+    index_t N = 0, H = 0, W = 0, ci = 0, co = 0;
+    int K = 3;
+    bool relu = false;
+};
+constexpr index_t small_co_max = 4;
+
 // Winograd F(4x4, 3x3) forward: x [N,H,W,ci] -> y [N,H,W,co] = relu?(conv(x, w) + bias).
 struct WinogradArgs {
     const float* x = nullptr;
@@ -268,11 +281,13 @@ struct IsaTable {
     void (*forward_row)(const DirectConvArgs&, index_t, index_t, index_t, float*);
     void (*weights_item)(const DirectConvArgs&, index_t, index_t, index_t, int, int, index_t, index_t);
     void (*winograd_item)(const WinogradArgs&, index_t, index_t, index_t, index_t, float*);
+    void (*small_co_row)(const SmallCoArgs&, index_t, index_t, float*);
 };
 
 template <class Ns>
 IsaTable make_table() {
-    return {Ns::V::width, Ns::V::max_rw, Ns::V::max_nv, &Ns::forward_row, &Ns::weights_item, &Ns::winograd_item};
+    return {Ns::V::width, Ns::V::max_rw, Ns::V::max_nv, &Ns::forward_row, &Ns::weights_item, &Ns::winograd_item,
+            &Ns::small_co_row};
 }
 
 struct ScalarNs {
@@ -287,6 +302,7 @@ struct ScalarNs {
     static void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* s) {
         direct_scalar::winograd_item(a, n, th, t0, t1, s);
     }
+    static void small_co_row(const SmallCoArgs& a, index_t n, index_t h, float* s) { direct_scalar::small_co_row(a, n, h, s); }
 };
 #if DESPECK_X86 && defined(__GNUC__)
 struct Avx2Ns {
@@ -301,6 +317,7 @@ struct Avx2Ns {
     static void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* s) {
         direct_avx2::winograd_item(a, n, th, t0, t1, s);
     }
+    static void small_co_row(const SmallCoArgs& a, index_t n, index_t h, float* s) { direct_avx2::small_co_row(a, n, h, s); }
 };
 struct Avx512Ns {
     using V = direct_avx512::V;
@@ -314,6 +331,7 @@ struct Avx512Ns {
     static void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* s) {
         direct_avx512::winograd_item(a, n, th, t0, t1, s);
     }
+    static void small_co_row(const SmallCoArgs& a, index_t n, index_t h, float* s) { direct_avx512::small_co_row(a, n, h, s); }
 };
 #endif
 
@@ -363,6 +381,31 @@ inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
     }
 }
 
+// Packs w [K,K,ci,co] as [K*K][co][ci] for the few-output-channel kernel.
+inline Tensor<float> pack_weights_small_co(TensorView<const float> w) {
+    const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3];
+    Tensor<float> wp = Tensor<float>::uninitialized(Shape{K * K, co, ci});
+    for (index_t t = 0; t < K * K; ++t)
+        for (index_t c = 0; c < ci; ++c)
+            for (index_t o = 0; o < co; ++o) wp[(t * co + o) * ci + c] = w.data[(t * ci + c) * co + o];
+    return wp;
+}
+
+inline void run_small_co(const SmallCoArgs& a, const IsaTable& t) {
+    const index_t items = a.N * a.H;
+    const std::size_t scratch = static_cast<std::size_t>(a.K * (4 + a.K - 1) * a.ci);
+#if defined(_OPENMP)
+#pragma omp parallel if (items > 1)
+#endif
+    {
+        std::vector<float> buf(scratch);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t it = 0; it < items; ++it) t.small_co_row(a, it / a.H, it % a.H, buf.data());
+    }
+}
+
 // Packs w [K,K,ci,co] as [K*K*ci][cop] (rotate=false) or the backward-data weights
 // w_rot[i,j,o,c] = w[K-1-i, K-1-j, c, o] as [K*K*co][cip] (rotate=true), zero-filled to the width.
 inline Tensor<float> pack_weights(TensorView<const float> w, bool rotate, index_t width) {
@@ -394,6 +437,15 @@ inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const fl
     const detail_direct::IsaTable t = detail_direct::table(s);
     detail_direct::last_isa() = s;
     detail_direct::check_kernel("conv2d_forward_direct", w.shape[0]);
+    if (!accumulate && w.shape[3] <= small_co_max) {  // the last layer: vectorise over input channels
+        const Tensor<float> wp = detail_direct::pack_weights_small_co(w);
+        SmallCoArgs a;
+        a.K = static_cast<int>(w.shape[0]);
+        a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = x.shape[3], a.co = w.shape[3];
+        a.x = x.data, a.wp = wp.data(), a.bias = b.empty() ? nullptr : b.data, a.y = y.data;
+        detail_direct::run_small_co(a, t);
+        return;
+    }
     const Tensor<float> wp = detail_direct::pack_weights(w, /*rotate=*/false, t.width);
     Tensor<float> bias;
     DirectConvArgs a;
@@ -498,11 +550,11 @@ inline void conv2d_backward_weights_direct(TensorView<const float> x, TensorView
 // follows it fused into the store: batch norm with running statistics as scale/shift (direct,
 // exact mode) or folded into the weights by the caller (Winograd, fast mode), then ReLU.
 struct PreparedConv {
-    enum class Method { direct, winograd };
+    enum class Method { direct, winograd, small_co };
     Method method = Method::direct;
     simd_isa isa = simd_isa::scalar;  // the packing's vector width belongs to this instruction set
     index_t K = 3, ci = 0, co = 0, cop = 0;
-    Tensor<float> weights;      // direct: [K*K*ci][cop]; winograd: [36][ci][cop]
+    Tensor<float> weights;      // direct: [K*K*ci][cop]; winograd: [36][ci][cop]; small_co: [K*K][co][ci]
     Tensor<float> bias;         // [cop], zero-filled past co
     Tensor<float> scale, shift; // [cop] or empty (direct only)
     bool relu = false;
@@ -530,6 +582,14 @@ inline PreparedConv prepare_conv_direct(TensorView<const float> w, TensorView<co
     p.isa = get_simd_isa();
     const detail_direct::IsaTable t = detail_direct::table(p.isa);
     p.K = w.shape[0], p.ci = w.shape[2], p.co = w.shape[3];
+    if (p.co <= small_co_max && bn_scale.empty()) {  // the last layer (no batch norm)
+        p.method = PreparedConv::Method::small_co;
+        p.weights = detail_direct::pack_weights_small_co(w);
+        p.cop = p.co;
+        p.bias = detail_direct::padded(b, p.co);
+        p.relu = relu;
+        return p;
+    }
     p.weights = detail_direct::pack_weights(w, /*rotate=*/false, t.width);
     p.cop = p.weights.shape()[1];
     p.bias = detail_direct::padded(b, p.cop);
@@ -625,6 +685,14 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         detail::fail<value_error>("prepared conv: packed for ", to_string(p.isa), ", which this CPU lacks");
     const detail_direct::IsaTable t = detail_direct::table(p.isa);
     detail_direct::last_isa() = p.isa;
+    if (p.method == PreparedConv::Method::small_co) {
+        SmallCoArgs a;
+        a.K = static_cast<int>(p.K);
+        a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = p.ci, a.co = p.co;
+        a.x = x.data, a.wp = p.weights.data(), a.bias = p.bias.data(), a.y = y.data, a.relu = p.relu;
+        detail_direct::run_small_co(a, t);
+        return;
+    }
     if (p.method == PreparedConv::Method::direct) {
         DirectConvArgs a;
         a.K = static_cast<int>(p.K);

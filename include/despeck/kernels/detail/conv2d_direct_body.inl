@@ -372,3 +372,110 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
         }
     }
 }
+
+// ---- forward with few output channels (the last layer, 64 -> 1 or 2) ---------------------------
+// Vectorised over the input channels instead: NP pixels x CO outputs, one accumulator vector each,
+// summed across its lanes at the end. Per (tap, channel vector): NP input loads, CO weight loads,
+// NP * CO FMAs. wp is packed [K*K][co][ci]; rows/xs as in forward_block.
+template <int NP, int CO>
+inline void small_co_block(const float* const* rows, int K, index_t ci, index_t xs, const float* wp, const float* bias,
+                           float* y, bool relu) {
+    typename V::reg acc[NP][CO];
+    DESPECK_UNROLL
+    for (int r = 0; r < NP; ++r)
+        DESPECK_UNROLL
+        for (int o = 0; o < CO; ++o) acc[r][o] = V::zero();
+    const int tail = static_cast<int>(ci % V::width);
+    const index_t full = ci - tail;
+    for (int i = 0; i < K; ++i) {
+        const float* row = rows[i];
+        if (!row) continue;
+        for (int j = 0; j < K; ++j) {
+            const float* xj = row + j * xs;
+            const float* wt = wp + (i * K + j) * CO * ci;
+            for (index_t c = 0; c < full; c += V::width) {
+                typename V::reg wv[CO];
+                DESPECK_UNROLL
+                for (int o = 0; o < CO; ++o) wv[o] = V::load(wt + o * ci + c);
+                DESPECK_UNROLL
+                for (int r = 0; r < NP; ++r) {
+                    const typename V::reg xv = V::load(xj + r * xs + c);
+                    DESPECK_UNROLL
+                    for (int o = 0; o < CO; ++o) acc[r][o] = V::fma(xv, wv[o], acc[r][o]);
+                }
+            }
+            if (tail) {
+                typename V::reg wv[CO];
+                DESPECK_UNROLL
+                for (int o = 0; o < CO; ++o) wv[o] = V::load_part(wt + o * ci + full, tail);
+                DESPECK_UNROLL
+                for (int r = 0; r < NP; ++r) {
+                    const typename V::reg xv = V::load_part(xj + r * xs + full, tail);
+                    DESPECK_UNROLL
+                    for (int o = 0; o < CO; ++o) acc[r][o] = V::fma(xv, wv[o], acc[r][o]);
+                }
+            }
+        }
+    }
+    float lanes[V::width];
+    for (int r = 0; r < NP; ++r)
+        for (int o = 0; o < CO; ++o) {
+            V::store(lanes, acc[r][o]);
+            float s = bias ? bias[o] : 0.f;
+            for (int k = 0; k < V::width; ++k) s += lanes[k];
+            y[r * CO + o] = relu && s < 0 ? 0.f : s;
+        }
+}
+
+template <int CO>
+inline void small_co_row_co(const SmallCoArgs& a, index_t n, index_t h, float* scratch) {
+    const int K = a.K, P = a.K / 2;
+    const index_t H = a.H, W = a.W, ci = a.ci;
+    constexpr int NP = 4;
+    const float* rows[16];
+    const float* real_rows[16];
+    for (int i = 0; i < K; ++i) {
+        const index_t hh = h + i - P;
+        real_rows[i] = (hh < 0 || hh >= H) ? nullptr : a.x + ((n * H + hh) * W) * ci;
+    }
+    float* yrow = a.y + ((n * H + h) * W) * CO;
+    for (index_t w0 = 0; w0 < W;) {
+        const int np = W - w0 >= NP ? NP : 1;
+        const bool edge = w0 - P < 0 || w0 + np + P > W;
+        if (!edge) {
+            for (int i = 0; i < K; ++i) rows[i] = real_rows[i] ? real_rows[i] + (w0 - P) * ci : nullptr;
+        } else {
+            const index_t span = np + K - 1;
+            for (int i = 0; i < K; ++i) {
+                if (!real_rows[i]) {
+                    rows[i] = nullptr;
+                    continue;
+                }
+                float* dst = scratch + i * span * ci;
+                for (index_t s = 0; s < span; ++s) {
+                    const index_t col = w0 - P + s;
+                    if (col < 0 || col >= W)
+                        std::fill(dst + s * ci, dst + (s + 1) * ci, 0.0f);
+                    else
+                        std::copy(real_rows[i] + col * ci, real_rows[i] + (col + 1) * ci, dst + s * ci);
+                }
+                rows[i] = dst;
+            }
+        }
+        if (np == NP)
+            small_co_block<NP, CO>(rows, K, ci, ci, a.wp, a.bias, yrow + w0 * CO, a.relu);
+        else
+            small_co_block<1, CO>(rows, K, ci, ci, a.wp, a.bias, yrow + w0 * CO, a.relu);
+        w0 += np;
+    }
+}
+
+inline void small_co_row(const SmallCoArgs& a, index_t n, index_t h, float* scratch) {
+    switch (a.co) {
+        case 1: return small_co_row_co<1>(a, n, h, scratch);
+        case 2: return small_co_row_co<2>(a, n, h, scratch);
+        case 3: return small_co_row_co<3>(a, n, h, scratch);
+        case 4: return small_co_row_co<4>(a, n, h, scratch);
+        default: break;
+    }
+}
