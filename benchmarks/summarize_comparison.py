@@ -78,11 +78,16 @@ def main():
     def ratio_row(target_name, what, a_key, b_key, higher_is_better, target, digits=1):
         a, b = stat(v, a_key), stat(v, b_key)
         if a is None or b is None:
-            rows.append((target_name, what, fmt(a, digits), fmt(b, digits), "n/a", f">= {target}", "not measured"))
+            rows.append((target_name, what, fmt(a, digits), fmt(b, digits), "n/a", "n/a", f">= {target}", "not measured"))
             return
         r = (a[0] / b[0]) if higher_is_better else (b[0] / a[0])
-        rows.append((target_name, what, fmt(a, digits), fmt(b, digits), f"{r:.2f}x", f">= {target}x",
-                     "met" if r >= target else "NOT met"))
+        # Conservative: despeck's median against the baseline's best round.
+        c = (a[0] / b[2]) if higher_is_better else (b[1] / a[0])
+        verdict = "met" if r >= target else "NOT met"
+        if r >= target and c < target:
+            verdict = "met on medians, not against the baseline's best round"
+        rows.append((target_name, what, fmt(a, digits), fmt(b, digits), f"{r:.2f}x", f"{c:.2f}x", f">= {target}x",
+                     verdict))
 
     for th in (2, 1):
         ratio_row("1", f"training step, ms, {th} thread(s) (despeck / PyTorch)", ("despeck", th, "train_ms"),
@@ -105,12 +110,14 @@ def main():
         one, two = stat(v, ("despeck", 1, key)), stat(v, ("despeck", 2, key))
         if one and two:
             r = one[0] / two[0] if key == "train_ms" else two[0] / one[0]
-            rows.append(("6", f"{what}: 2 threads over 1 (despeck)", fmt(two), fmt(one), f"{r:.2f}x", ">= 1.8x",
-                         "met" if r >= 1.8 else "NOT met"))
+            d = 3 if key.endswith("mpxs") else 1
+            rows.append(("6", f"{what}: 2 threads over 1 (despeck)", fmt(two, d), fmt(one, d), f"{r:.2f}x", "-",
+                         ">= 1.8x", "met" if r >= 1.8 else "NOT met"))
     peak = stat(v, ("despeck", 2, "peak_gflops"))
     print(f"Measured FP32 peak (FMA loop, 2 threads): {fmt(peak)} GFLOP/s\n")
-    print("| target | measurement | despeck median (min-max) | baseline median (min-max) | ratio | target | |")
-    print("|---|---|---|---|---|---|---|")
+    print("| target | measurement | despeck median (min-max) | baseline median (min-max) | ratio of medians | "
+          "ratio against the baseline's best round | target | |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
 

@@ -395,7 +395,9 @@ private:
 // One branch prepared for inference (float): every layer's weights packed or Winograd-transformed
 // once, batch norm (running statistics) and ReLU fused into the convolution's store. A plan owns
 // copies of the weights: it stays valid when the model goes on training, and does not see it.
-// Activations ping-pong between two buffers, so memory is two [N,H,W,filters] tensors.
+// Activations ping-pong between two buffers that the plan keeps for its next run, so memory is two
+// [N,H,W,filters] tensors of the largest input seen. run() is therefore not reentrant: one plan per
+// thread.
 template <class T>
 class BranchPlan {
     static_assert(std::is_same_v<T, float>, "BranchPlan: the fused inference kernels are float only");
@@ -451,11 +453,19 @@ public:
         const index_t N = x.shape[0], H = x.shape[1], W = x.shape[2];
         index_t widest = 0;
         for (const auto& l : layers_) widest = std::max(widest, l.co);
-        Tensor<T> ping = Tensor<T>::uninitialized(Shape{N * H * W * widest}), pong = Tensor<T>::uninitialized(Shape{N * H * W * widest});
+        // The two activation buffers grow to the largest input seen and are reused: tiles of a
+        // scene come in a few sizes (edges), and fresh buffers per size would each stay cached.
+        const index_t need = N * H * W * widest;
+        if (ping_.size() < need) {
+            ping_ = Tensor<T>();
+            pong_ = Tensor<T>();
+            ping_ = Tensor<T>::uninitialized(Shape{need});
+            pong_ = Tensor<T>::uninitialized(Shape{need});
+        }
         TensorView<const T> in = x;
         for (std::size_t k = 0; k < layers_.size(); ++k) {
             const auto& l = layers_[k];
-            Tensor<T>& buf = k % 2 == 0 ? ping : pong;
+            Tensor<T>& buf = k % 2 == 0 ? ping_ : pong_;
             TensorView<T> out{buf.data(), Shape{N, H, W, l.co}};
             kernels::run_prepared_conv(l, in, out);
             in = TensorView<const T>{out.data, out.shape};
@@ -469,6 +479,7 @@ private:
     InferenceMode mode_;
     index_t channels_;
     std::vector<kernels::PreparedConv> layers_;
+    mutable Tensor<T> ping_, pong_;  // activation buffers, reused across run() calls
 };
 
 }  // namespace despeck
