@@ -41,6 +41,29 @@ void batch_norm_check(const char* where, TensorView<const T> x, TensorView<const
                                   "] for input ", x.shape);
 }
 
+// Whether running statistics are given (both [C]) or absent (both empty); anything else throws.
+template <class T>
+bool check_running_statistics(const char* where, TensorView<T> running_mean, TensorView<T> running_var, index_t C) {
+    if (running_mean.empty() && running_var.empty()) return false;
+    if (running_mean.shape != Shape{C} || running_var.shape != Shape{C})
+        detail::fail<shape_error>(where, ": running statistics ", running_mean.shape, " / ", running_var.shape,
+                                  " must both be [", C, "] (or both absent)");
+    return true;
+}
+
+// running <- momentum * running + (1 - momentum) * batch (Bessel-corrected variance on request).
+template <class T>
+void update_running_statistics(TensorView<T> running_mean, TensorView<T> running_var, const std::vector<double>& mean,
+                               const std::vector<double>& var, index_t M, const BatchNormOptions& opt) {
+    const double mom = opt.momentum;
+    const double bessel = (opt.unbiased_running_var && M > 1) ? double(M) / double(M - 1) : 1.0;
+    for (index_t c = 0; c < running_mean.size(); ++c) {
+        const auto k = static_cast<std::size_t>(c);
+        running_mean[c] = static_cast<T>(mom * running_mean[c] + (1 - mom) * mean[k]);
+        running_var[c] = static_cast<T>(mom * running_var[c] + (1 - mom) * var[k] * bessel);
+    }
+}
+
 // Training forward. Writes xhat [N,H,W,C] and inv_std [C] for the backward pass and updates the
 // running statistics (skipped when they are empty views).
 template <class T>
@@ -50,10 +73,7 @@ Tensor<T> batch_norm_forward_training(TensorView<const T> x, TensorView<const T>
     batch_norm_check("batch_norm", x, gamma, beta);
     const index_t C = x.shape[3], M = x.size() / C;
     if (M < 1) detail::fail<shape_error>("batch_norm: empty input ", x.shape);
-    const bool no_running = running_mean.empty() && running_var.empty();
-    if (!no_running && (running_mean.shape != Shape{C} || running_var.shape != Shape{C}))
-        detail::fail<shape_error>("batch_norm: running statistics ", running_mean.shape, " / ", running_var.shape,
-                                  " must both be [", C, "] (or both absent)");
+    const bool no_running = !check_running_statistics("batch_norm", running_mean, running_var, C);
     const auto xm = x.matrix(M, C);
     // Two-pass statistics accumulated in double: dB-scale activations carry large offsets that a
     // one-pass float E[x^2] - E[x]^2 would cancel away.
@@ -85,15 +105,7 @@ Tensor<T> batch_norm_forward_training(TensorView<const T> x, TensorView<const T>
     xh = (xm.array().rowwise() - meanT.transpose()).rowwise() * inv_std.flat().transpose();
     ym = (xh.array().rowwise() * gamma.flat().transpose()).rowwise() + beta.flat().transpose();
 
-    if (!running_mean.empty()) {
-        const double mom = opt.momentum;
-        const double bessel = (opt.unbiased_running_var && M > 1) ? double(M) / double(M - 1) : 1.0;
-        for (index_t c = 0; c < C; ++c) {
-            const auto k = static_cast<std::size_t>(c);
-            running_mean[c] = static_cast<T>(mom * running_mean[c] + (1 - mom) * mean[k]);
-            running_var[c] = static_cast<T>(mom * running_var[c] + (1 - mom) * var[k] * bessel);
-        }
-    }
+    if (!no_running) update_running_statistics(running_mean, running_var, mean, var, M, opt);
     return y;
 }
 

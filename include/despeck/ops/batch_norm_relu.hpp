@@ -70,10 +70,7 @@ Tensor<T> batch_norm_relu_forward_training(TensorView<const T> x, TensorView<con
     batch_norm_check("batch_norm_relu", x, gamma, beta);
     const index_t C = x.shape[3], M = x.size() / C;
     if (M < 1) detail::fail<shape_error>("batch_norm_relu: empty input ", x.shape);
-    const bool no_running = running_mean.empty() && running_var.empty();
-    if (!no_running && (running_mean.shape != Shape{C} || running_var.shape != Shape{C}))
-        detail::fail<shape_error>("batch_norm_relu: running statistics ", running_mean.shape, " / ", running_var.shape,
-                                  " must both be [", C, "] (or both absent)");
+    const bool no_running = !check_running_statistics("batch_norm_relu", running_mean, running_var, C);
     std::vector<double> mean = detail_bnr::block_sums<T>(M, C, 1, [&](index_t p, T* acc) {
         const T* row = x.data + p * C;
         DESPECK_SIMD_LOOP
@@ -118,15 +115,7 @@ Tensor<T> batch_norm_relu_forward_training(TensorView<const T> x, TensorView<con
             out[c] = v > T(0) ? v : T(0);
         }
     }
-    if (!no_running) {
-        const double mom = opt.momentum;
-        const double bessel = (opt.unbiased_running_var && M > 1) ? double(M) / double(M - 1) : 1.0;
-        for (index_t c = 0; c < C; ++c) {
-            const auto k = static_cast<std::size_t>(c);
-            running_mean[c] = static_cast<T>(mom * running_mean[c] + (1 - mom) * mean[k]);
-            running_var[c] = static_cast<T>(mom * running_var[c] + (1 - mom) * var[k] * bessel);
-        }
-    }
+    if (!no_running) update_running_statistics(running_mean, running_var, mean, var, M, opt);
     return y;
 }
 
