@@ -50,9 +50,7 @@ void predict_tiled(const DeSpeckNet<T>& model, index_t rows, index_t cols, index
         return model.predict(branch, t, opt.mode);
     };
     if constexpr (std::is_same_v<T, float>) {
-        const auto algo = kernels::get_conv_algorithm();
-        if (algo == kernels::conv_algorithm::automatic || algo == kernels::conv_algorithm::direct ||
-            algo == kernels::conv_algorithm::winograd) {
+        if (kernels::simd_kernels_selected()) {
             auto plan = std::make_shared<BranchPlan<T>>(model, branch, opt.mode);
             run_tile = [plan](TensorView<const T> t) { return plan->run(t); };
         }

@@ -62,6 +62,12 @@ conv_algorithm resolve(const char* where, bool winograd_applies) {
 }  // namespace detail_dispatch
 
 inline void set_conv_algorithm(conv_algorithm a) { detail_dispatch::selected() = a; }
+// Whether the current choice runs the SIMD kernels (direct or Winograd), which the fused inference
+// plans use; reference and im2col_gemm choices keep inference on the layer-by-layer path too.
+inline bool simd_kernels_selected() {
+    const conv_algorithm a = detail_dispatch::selected();
+    return a == conv_algorithm::automatic || a == conv_algorithm::direct || a == conv_algorithm::winograd;
+}
 inline conv_algorithm get_conv_algorithm() { return detail_dispatch::selected(); }
 // The variant that ran in the most recent conv call (any of the three passes).
 inline conv_algorithm last_conv_algorithm() { return detail_dispatch::last_used(); }

@@ -310,10 +310,7 @@ public:
     }
     Tensor<T> predict(int b, TensorView<const T> x, InferenceMode mode = InferenceMode::exact) const {
         if constexpr (std::is_same_v<T, float>) {
-            const auto algo = kernels::get_conv_algorithm();
-            if (algo == kernels::conv_algorithm::automatic || algo == kernels::conv_algorithm::direct ||
-                algo == kernels::conv_algorithm::winograd)
-                return BranchPlan(*this, b, mode).run(x);
+            if (kernels::simd_kernels_selected()) return BranchPlan(*this, b, mode).run(x);
         }
         if (mode == InferenceMode::fast)
             detail::fail<value_error>("DeSpeckNet::predict: fast inference needs float and the direct kernels (conv "
