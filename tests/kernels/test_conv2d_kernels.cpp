@@ -10,12 +10,15 @@
 
 #include "despeck/kernels/conv2d.hpp"
 #include "despeck/random.hpp"
+#include "support/kernel_choice.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
 using namespace despeck;
+using despeck::testing::KernelChoiceGuard;
+using despeck::testing::supported_isas;
 
 namespace {
 
@@ -58,24 +61,6 @@ void fast_backward_weights(Fast f, const Tensor<T>& x, const Tensor<T>& dy, Tens
         if (f == Fast::direct) return kernels::conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view());
     kernels::conv2d_backward_weights_im2col<T>(x.view(), dy.view(), dw.view(), db.view());
 }
-
-// Every instruction set this CPU runs (the direct kernels are tested on each, not just the best).
-std::vector<kernels::simd_isa> supported_isas() {
-    std::vector<kernels::simd_isa> out;
-    for (auto s : {kernels::simd_isa::scalar, kernels::simd_isa::avx2, kernels::simd_isa::avx512})
-        if (kernels::cpu_supports(s)) out.push_back(s);
-    return out;
-}
-
-// Restores the process-wide kernel choices when a test case ends.
-struct KernelChoiceGuard {
-    kernels::simd_isa isa = kernels::get_simd_isa();
-    kernels::conv_algorithm algo = kernels::get_conv_algorithm();
-    ~KernelChoiceGuard() {
-        kernels::set_simd_isa(isa);
-        kernels::set_conv_algorithm(algo);
-    }
-};
 
 template <class T>
 void compare_all_passes(index_t N, index_t H, index_t W, index_t Ci, index_t Co, index_t K, double tol,

@@ -13,8 +13,11 @@
 #include "despeck/kernels/conv2d.hpp"
 #include "despeck/nn/despecknet.hpp"
 #include "despeck/random.hpp"
+#include "support/kernel_choice.hpp"
 
 using namespace despeck;
+using despeck::testing::KernelChoiceGuard;
+using despeck::testing::supported_isas;
 
 namespace {
 
@@ -35,26 +38,10 @@ double deviation(const Tensor<float>& a, const Tensor<float>& b) {
     return scale > 0 ? err / scale : err;
 }
 
-std::vector<kernels::simd_isa> supported_isas() {
-    std::vector<kernels::simd_isa> out;
-    for (auto s : {kernels::simd_isa::scalar, kernels::simd_isa::avx2, kernels::simd_isa::avx512})
-        if (kernels::cpu_supports(s)) out.push_back(s);
-    return out;
-}
-
-struct IsaGuard {
-    kernels::simd_isa isa = kernels::get_simd_isa();
-    kernels::conv_algorithm algo = kernels::get_conv_algorithm();
-    ~IsaGuard() {
-        kernels::set_simd_isa(isa);
-        kernels::set_conv_algorithm(algo);
-    }
-};
-
 }  // namespace
 
 TEST_CASE("prepared layers match the reference convolution: direct with fused batch norm and ReLU, Winograd") {
-    IsaGuard guard;
+    KernelChoiceGuard guard;
     Rng rng(21);
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
@@ -98,7 +85,7 @@ TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses n
 }
 
 TEST_CASE("the fused exact plan equals the layer-by-layer path on odd sizes, for every instruction set") {
-    IsaGuard guard;
+    KernelChoiceGuard guard;
     // The layer-by-layer reference runs the exact direct kernels (automatic would pick Winograd).
     kernels::set_conv_algorithm(kernels::conv_algorithm::direct);
     for (auto combine : {CombineMode::additive_db, CombineMode::multiplicative_linear})

@@ -1,0 +1,28 @@
+// tests/support/kernel_choice.hpp — the instruction sets a test should cover, and a guard that
+// restores the process-wide kernel choices (instruction set, conv algorithm) when a test ends.
+#pragma once
+
+#include <vector>
+
+#include "despeck/kernels/conv2d.hpp"
+
+namespace despeck::testing {
+
+// Every instruction set this CPU runs (kernels are tested on each, not just the best).
+inline std::vector<kernels::simd_isa> supported_isas() {
+    std::vector<kernels::simd_isa> out;
+    for (auto s : {kernels::simd_isa::scalar, kernels::simd_isa::avx2, kernels::simd_isa::avx512})
+        if (kernels::cpu_supports(s)) out.push_back(s);
+    return out;
+}
+
+struct KernelChoiceGuard {
+    kernels::simd_isa isa = kernels::get_simd_isa();
+    kernels::conv_algorithm algo = kernels::get_conv_algorithm();
+    ~KernelChoiceGuard() {
+        kernels::set_simd_isa(isa);
+        kernels::set_conv_algorithm(algo);
+    }
+};
+
+}  // namespace despeck::testing
