@@ -135,12 +135,13 @@ TEST_CASE("direct SIMD kernels match the reference on every instruction set: tai
     }
 }
 
-TEST_CASE("Winograd forward and backward-data (training) match the reference on every instruction set") {
+TEST_CASE("Winograd forward, backward-data and backward-weights (training) match the reference on every instruction set") {
     KernelChoiceGuard guard;
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
-        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {2, 9, 1}, {1, 13, 11}, {2, 40, 40}})
+        // 2 x 40 x 40 and 3 x 37 x 53 span several 128-tile chunks of backward-weights, the last partial.
+        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {2, 9, 1}, {1, 13, 11}, {2, 40, 40}, {3, 37, 53}})
             for (auto [Ci, Co] : {std::pair<index_t, index_t>{16, 16}, {17, 33}, {64, 64}, {64, 20}}) {
                 CAPTURE(H);
                 CAPTURE(W);
@@ -159,10 +160,18 @@ TEST_CASE("Winograd forward and backward-data (training) match the reference on 
                 kernels::conv2d_backward_data_winograd(dy.view(), w.view(), dx.view());
                 CHECK(relative_max_error(dx, dx_ref) <= 5e-5);
                 CHECK(kernels::last_direct_isa() == isa);
+                // Backward-weights adds into what is there too; db is the plain column sum.
+                const Tensor<float> dw0 = random_tensor<float>(w.shape(), rng), db0 = random_tensor<float>(b.shape(), rng);
+                Tensor<float> dw_ref = dw0, dw = dw0, db_ref = db0, db = db0;
+                kernels::conv2d_backward_weights_reference<float>(x.view(), dy.view(), dw_ref.view(), db_ref.view());
+                kernels::conv2d_backward_weights_winograd(x.view(), dy.view(), dw.view(), db.view());
+                CHECK(relative_max_error(dw, dw_ref) <= 5e-5);
+                CHECK(relative_max_error(db, db_ref) <= 1e-5);
+                CHECK(kernels::last_direct_isa() == isa);
             }
     }
-    // Dispatch: automatic runs Winograd for 64 -> 64 forward and backward-data, direct for the
-    // weights and for layers with few channels; explicit direct never runs Winograd.
+    // Dispatch: automatic runs Winograd for all three passes of 64 -> 64, direct for layers with
+    // few channels; explicit direct never runs Winograd.
     Rng rng(5);
     const Tensor<float> x = random_tensor<float>(Shape{1, 6, 6, 64}, rng), w = random_tensor<float>(Shape{3, 3, 64, 64}, rng),
                         w2 = random_tensor<float>(Shape{3, 3, 64, 2}, rng);
@@ -171,31 +180,43 @@ TEST_CASE("Winograd forward and backward-data (training) match the reference on 
     kernels::conv2d_forward<float>(x.view(), w.view(), {}, y.view());
     CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::winograd);
     kernels::conv2d_backward_weights<float>(x.view(), y.view(), dw.view(), {});
-    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::winograd);
     kernels::conv2d_forward<float>(x.view(), w2.view(), {}, y2.view());
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
+    Tensor<float> dw2(w2.shape());
+    kernels::conv2d_backward_weights<float>(x.view(), y2.view(), dw2.view(), {});
     CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
     kernels::set_conv_algorithm(kernels::conv_algorithm::direct);
     kernels::conv2d_forward<float>(x.view(), w.view(), {}, y.view());
     CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
+    kernels::conv2d_backward_weights<float>(x.view(), y.view(), dw.view(), {});
+    CHECK(kernels::last_conv_algorithm() == kernels::conv_algorithm::direct);
 }
 
-TEST_CASE("direct backward-weights does not depend on the thread count") {
+TEST_CASE("direct and Winograd backward-weights do not depend on the thread count") {
 #if defined(_OPENMP)
     KernelChoiceGuard guard;
     Rng rng(11);
-    const Tensor<float> x = random_tensor<float>(Shape{2, 9, 13, 64}, rng), dy = random_tensor<float>(Shape{2, 9, 13, 64}, rng);
-    auto run = [&](int threads) {
-        Tensor<float> dw(Shape{3, 3, 64, 64}), db(Shape{64});
-        const int saved = omp_get_max_threads();
-        omp_set_num_threads(threads);
-        kernels::conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view());
-        omp_set_num_threads(saved);
-        return dw;
-    };
-    const Tensor<float> one = run(1), two = run(2), three = run(3);
-    for (index_t i = 0; i < one.size(); ++i) {
-        REQUIRE(one[i] == two[i]);
-        REQUIRE(one[i] == three[i]);
+    // 2 x 29 x 37 = 160 tiles: Winograd's second chunk is partial.
+    const Tensor<float> x = random_tensor<float>(Shape{2, 29, 37, 64}, rng), dy = random_tensor<float>(Shape{2, 29, 37, 64}, rng);
+    for (bool winograd : {false, true}) {
+        CAPTURE(winograd);
+        auto run = [&](int threads) {
+            Tensor<float> dw(Shape{3, 3, 64, 64}), db(Shape{64});
+            const int saved = omp_get_max_threads();
+            omp_set_num_threads(threads);
+            if (winograd)
+                kernels::conv2d_backward_weights_winograd(x.view(), dy.view(), dw.view(), db.view());
+            else
+                kernels::conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view());
+            omp_set_num_threads(saved);
+            return dw;
+        };
+        const Tensor<float> one = run(1), two = run(2), three = run(3);
+        for (index_t i = 0; i < one.size(); ++i) {
+            REQUIRE(one[i] == two[i]);
+            REQUIRE(one[i] == three[i]);
+        }
     }
 #endif
 }

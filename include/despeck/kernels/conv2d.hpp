@@ -3,7 +3,7 @@
 // Every call goes through conv2d_forward / conv2d_backward_data / conv2d_backward_weights here,
 // which pick the variant from the process-wide choice and record which one ran, so tests and
 // benchmarks can prove the path they meant to exercise did run. The default, `automatic`, is the
-// Winograd for float 3x3 layers with >= 16 channels (forward and backward-data) and the direct
+// Winograd for float 3x3 layers with >= 16 channels (all three passes) and the direct
 // SIMD kernels for the rest (the instruction set itself is chosen in conv2d_direct.hpp); im2col +
 // GEMM for double, which only gradient checks use. An explicit choice that cannot run
 // (direct for double) is an error, never a silent substitute.
@@ -20,8 +20,8 @@
 
 namespace despeck::kernels {
 
-// winograd: forward and backward-data of 3x3 layers with >= 16 channels on both sides by
-// Winograd F(4x4,3x3), the rest (other layers, backward-weights) direct; last_conv_algorithm()
+// winograd: forward, backward-data and backward-weights of 3x3 layers with >= 16 channels on both
+// sides by Winograd F(4x4,3x3), other layers direct; last_conv_algorithm()
 // says which of the two ran. direct is the exact fp32 option.
 enum class conv_algorithm { automatic, reference, im2col_gemm, direct, winograd };
 
@@ -110,11 +110,14 @@ void conv2d_backward_data(TensorView<const T> dy, TensorView<const T> w, TensorV
 
 template <class T>
 void conv2d_backward_weights(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dw, TensorView<T> db) {
-    const conv_algorithm a = detail_dispatch::resolve<T>("conv2d_backward_weights", false);
+    const conv_algorithm a = detail_dispatch::resolve<T>(
+        "conv2d_backward_weights", winograd_applies(dw.shape[0], dw.shape[2], dw.shape[3]));
     switch (a) {
         case conv_algorithm::direct:
-        case conv_algorithm::winograd:  // resolve() never returns winograd here
             if constexpr (std::is_same_v<T, float>) return conv2d_backward_weights_direct(x, dy, dw, db);
+            break;
+        case conv_algorithm::winograd:
+            if constexpr (std::is_same_v<T, float>) return conv2d_backward_weights_winograd(x, dy, dw, db);
             break;
         case conv_algorithm::automatic: break;
         case conv_algorithm::reference: return conv2d_backward_weights_reference(x, dy, dw, db);

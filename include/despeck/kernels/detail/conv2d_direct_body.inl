@@ -268,6 +268,61 @@ inline void winograd_at(const typename V::reg m[6], typename V::reg o[4]) {
     o[3] = V::add(V::add(d12, V::mul(eight, d34)), m[5]);
 }
 
+// B^T d B of the 6x6 input tile whose top-left pixel is (r0, c0) of image xn [H,W,ci], a vector of
+// channels at a time; pixels outside the image are zero. Point p = 6i + j of channel c goes to
+// dst[p * pstride + c] (pstride = ci: tile-major, as the forward stores it; larger: point-major).
+inline void winograd_input_tile(const float* xn, index_t H, index_t W, index_t ci, index_t r0, index_t c0, float* dst,
+                                index_t pstride) {
+    // Tiles wholly inside the image load straight from it; border tiles first copy their window,
+    // zero-padded, into `pad`. Either way the 36 loads below are unconditional and independent,
+    // so cache misses on x overlap instead of queueing behind branches.
+    const bool inside = r0 >= 0 && c0 >= 0 && r0 + 6 <= H && c0 + 6 <= W;
+    alignas(64) float pad[36 * V::width];
+    for (index_t cv = 0; cv < ci; cv += V::width) {
+        const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
+        const float* base;
+        index_t row_step, px_step;
+        if (inside && lanes == V::width) {
+            base = xn + (r0 * W + c0) * ci + cv, row_step = W * ci, px_step = ci;
+        } else {
+            for (int i = 0; i < 6; ++i)
+                for (int j = 0; j < 6; ++j) {
+                    const index_t r = r0 + i, c = c0 + j;
+                    typename V::reg v = V::zero();
+                    if (r >= 0 && r < H && c >= 0 && c < W) {
+                        const float* px = xn + (r * W + c) * ci + cv;
+                        v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
+                    }
+                    V::store(pad + (i * 6 + j) * V::width, v);
+                }
+            base = pad, row_step = 6 * V::width, px_step = V::width;
+        }
+        typename V::reg tmp[6][6];
+        DESPECK_UNROLL
+        for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = B^T d[:, j]
+            typename V::reg col[6], out[6];
+            DESPECK_UNROLL
+            for (int i = 0; i < 6; ++i) col[i] = V::load(base + i * row_step + j * px_step);
+            winograd_bt(col, out);
+            DESPECK_UNROLL
+            for (int i = 0; i < 6; ++i) tmp[i][j] = out[i];
+        }
+        DESPECK_UNROLL
+        for (int i = 0; i < 6; ++i) {  // rows: V[i, :] = B^T tmp[i, :]
+            typename V::reg out[6];
+            winograd_bt(tmp[i], out);
+            DESPECK_UNROLL
+            for (int j = 0; j < 6; ++j) {
+                float* p = dst + (i * 6 + j) * pstride + cv;
+                if (lanes == V::width)
+                    V::store(p, out[j]);
+                else
+                    V::store_part(p, out[j], lanes);
+            }
+        }
+    }
+}
+
 // One work item: tiles [t0, t1) of tile row th of image n. scratch: 36 * (t1 - t0) * (ci + co) floats.
 //   U[t][p][c]  transformed input (36 points p), M[t][p][o] = sum_c U[t][p][c] * Wt[p][c][o]
 // Tile-major, so each transform reads and writes one contiguous block per tile.
@@ -276,41 +331,8 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
     float* U = scratch;
     float* M = scratch + 36 * nt * ci;
     const float* xn = a.x + n * H * W * ci;
-    // 1. input transform, a vector of channels at a time; pixels outside the image are zero.
-    for (index_t t = 0; t < nt; ++t) {
-        const index_t r0 = th * 4 - 1, c0 = (t0 + t) * 4 - 1;
-        for (index_t cv = 0; cv < ci; cv += V::width) {
-            const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
-            typename V::reg d[6][6], tmp[6][6];
-            for (int i = 0; i < 6; ++i)
-                for (int j = 0; j < 6; ++j) {
-                    const index_t r = r0 + i, c = c0 + j;
-                    if (r < 0 || r >= H || c < 0 || c >= W)
-                        d[i][j] = V::zero();
-                    else {
-                        const float* px = xn + (r * W + c) * ci + cv;
-                        d[i][j] = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
-                    }
-                }
-            for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = B^T d[:, j]
-                typename V::reg col[6], out[6];
-                for (int i = 0; i < 6; ++i) col[i] = d[i][j];
-                winograd_bt(col, out);
-                for (int i = 0; i < 6; ++i) tmp[i][j] = out[i];
-            }
-            for (int i = 0; i < 6; ++i) {  // rows: V[i, :] = B^T tmp[i, :]
-                typename V::reg out[6];
-                winograd_bt(tmp[i], out);
-                for (int j = 0; j < 6; ++j) {
-                    float* dst = U + (t * 36 + i * 6 + j) * ci + cv;
-                    if (lanes == V::width)
-                        V::store(dst, out[j]);
-                    else
-                        V::store_part(dst, out[j], lanes);
-                }
-            }
-        }
-    }
+    // 1. input transform into U, tile-major.
+    for (index_t t = 0; t < nt; ++t) winograd_input_tile(xn, H, W, ci, th * 4 - 1, (t0 + t) * 4 - 1, U + t * 36 * ci, ci);
     // 2. 36 products [nt x ci] x [ci x co] with the direct kernel's register tiles (a 1x1 "conv").
     const BlockEpilogue none{nullptr, nullptr, false};
     const index_t chunk = static_cast<index_t>(V::max_nv) * V::width;
@@ -369,6 +391,168 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
                         V::store_part(dst, v, lanes);
                 }
             }
+        }
+    }
+}
+
+// ---- Winograd F(4x4, 3x3) backward-weights (training) ----------------------------------------
+// With M = (G g G^T) . (B^T d B) and Y = A^T M A per tile: dL/dM = A dY A^T, and
+// dL/dg = G^T [ sum over tiles of (B^T d B) . (A dY A^T) ] G. The driver transforms a chunk of
+// tiles of x (U) and dy (D) point-major, accumulates dWt[p] += U[p]^T D[p] for each of the 36
+// points, and applies G^T . G once at the end.
+
+// A applied to 4 values (the transpose of winograd_at's A^T): 4 -> 6.
+inline void winograd_a(const typename V::reg v[4], typename V::reg o[6]) {
+    const typename V::reg two = V::bcast(2.f), four = V::bcast(4.f), eight = V::bcast(8.f);
+    const typename V::reg s02 = V::add(v[0], v[2]), s13 = V::add(v[1], v[3]);
+    const typename V::reg t02 = V::add(v[0], V::mul(four, v[2])), t13 = V::add(V::mul(two, v[1]), V::mul(eight, v[3]));
+    o[0] = v[0];
+    o[1] = V::add(s02, s13);
+    o[2] = V::sub(s02, s13);
+    o[3] = V::add(t02, t13);
+    o[4] = V::sub(t02, t13);
+    o[5] = v[3];
+}
+
+// A dY A^T of the 4x4 tile of dyn [H,W,co] whose top-left pixel is (r0, c0); pixels outside the
+// image are zero (the forward cropped them). Point p of channel o goes to dst[p * pstride + o].
+inline void winograd_grad_tile(const float* dyn, index_t H, index_t W, index_t co, index_t r0, index_t c0, float* dst,
+                               index_t pstride) {
+    const bool inside = r0 + 4 <= H && c0 + 4 <= W;  // as in winograd_input_tile
+    alignas(64) float pad[16 * V::width];
+    for (index_t ov = 0; ov < co; ov += V::width) {
+        const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
+        const float* base;
+        index_t row_step, px_step;
+        if (inside && lanes == V::width) {
+            base = dyn + (r0 * W + c0) * co + ov, row_step = W * co, px_step = co;
+        } else {
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) {
+                    const index_t r = r0 + i, c = c0 + j;
+                    typename V::reg v = V::zero();
+                    if (r < H && c < W) {
+                        const float* px = dyn + (r * W + c) * co + ov;
+                        v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
+                    }
+                    V::store(pad + (i * 4 + j) * V::width, v);
+                }
+            base = pad, row_step = 4 * V::width, px_step = V::width;
+        }
+        typename V::reg tmp[6][4];
+        DESPECK_UNROLL
+        for (int j = 0; j < 4; ++j) {  // columns: tmp[:, j] = A g[:, j]
+            typename V::reg col[4], out[6];
+            DESPECK_UNROLL
+            for (int i = 0; i < 4; ++i) col[i] = V::load(base + i * row_step + j * px_step);
+            winograd_a(col, out);
+            DESPECK_UNROLL
+            for (int k = 0; k < 6; ++k) tmp[k][j] = out[k];
+        }
+        DESPECK_UNROLL
+        for (int k = 0; k < 6; ++k) {  // rows: D[k, :] = A tmp[k, :]
+            typename V::reg out[6];
+            winograd_a(tmp[k], out);
+            DESPECK_UNROLL
+            for (int l = 0; l < 6; ++l) {
+                float* p = dst + (k * 6 + l) * pstride + ov;
+                if (lanes == V::width)
+                    V::store(p, out[l]);
+                else
+                    V::store_part(p, out[l], lanes);
+            }
+        }
+    }
+}
+
+// Transforms tile `tile` (numbered over images, tile rows, tile columns) into slot `slot` of the
+// chunk buffers: a.u [slots][36][ci], a.d [slots][36][co] (tile-major, as the forward stores it:
+// each tile writes one contiguous block).
+inline void winograd_weights_transform(const WinogradWeightsArgs& a, index_t tile, index_t slot) {
+    const index_t tiles_w = (a.W + 3) / 4, tiles_h = (a.H + 3) / 4;
+    const index_t n = tile / (tiles_h * tiles_w), th = tile / tiles_w % tiles_h, tw = tile % tiles_w;
+    winograd_input_tile(a.x + n * a.H * a.W * a.ci, a.H, a.W, a.ci, th * 4 - 1, tw * 4 - 1, a.u + slot * 36 * a.ci, a.ci);
+    winograd_grad_tile(a.dy + n * a.H * a.W * a.co, a.H, a.W, a.co, th * 4, tw * 4, a.d + slot * 36 * a.co, a.co);
+}
+
+// out[r][o] += sum_{t < nt} u[t * 36 ci + r] * d[t * 36 co + o] for RC channels r and NV vectors
+// of o (one point of the tile-major chunk): RC x NV accumulators in registers while the chunk's
+// tiles stream through; out rows are co apart. overwrite: out = the sum (a part's first chunk).
+template <int RC, int NV>
+inline void winograd_weights_block(const float* u, index_t ci, const float* d, index_t co, index_t nt, float* out,
+                                   int lanes, bool overwrite) {
+    typename V::reg acc[RC][NV];
+    DESPECK_UNROLL
+    for (int r = 0; r < RC; ++r)
+        DESPECK_UNROLL
+        for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+    const bool tail = lanes < NV * V::width;
+    for (index_t t = 0; t < nt; ++t, u += 36 * ci, d += 36 * co) {
+        typename V::reg g[NV];
+        if (!tail) {
+            DESPECK_UNROLL
+            for (int v = 0; v < NV; ++v) g[v] = V::load(d + v * V::width);
+        } else {
+            DESPECK_UNROLL
+            for (int v = 0; v < NV; ++v) {
+                const int left = lanes - v * V::width;
+                g[v] = left >= V::width ? V::load(d + v * V::width) : (left > 0 ? V::load_part(d + v * V::width, left) : V::zero());
+            }
+        }
+        DESPECK_UNROLL
+        for (int r = 0; r < RC; ++r) {
+            const typename V::reg ub = V::bcast(u[r]);
+            DESPECK_UNROLL
+            for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(ub, g[v], acc[r][v]);
+        }
+    }
+    DESPECK_UNROLL
+    for (int r = 0; r < RC; ++r)
+        DESPECK_UNROLL
+        for (int v = 0; v < NV; ++v) {
+            const int left = lanes - v * V::width;
+            float* p = out + r * co + v * V::width;
+            if (left >= V::width)
+                V::store(p, overwrite ? acc[r][v] : V::add(acc[r][v], V::load(p)));
+            else if (left > 0)
+                V::store_part(p, overwrite ? acc[r][v] : V::add(acc[r][v], V::load_part(p, left)), left);
+        }
+}
+
+template <int NV>
+inline void winograd_weights_block_rc(int rc, const float* u, index_t ci, const float* d, index_t co, index_t nt,
+                                      float* out, int lanes, bool ow) {
+    switch (rc) {
+        case 6: if constexpr (V::max_rw >= 6) return winograd_weights_block<6, NV>(u, ci, d, co, nt, out, lanes, ow); break;
+        case 4: if constexpr (V::max_rw >= 4) return winograd_weights_block<4, NV>(u, ci, d, co, nt, out, lanes, ow); break;
+        case 2: return winograd_weights_block<2, NV>(u, ci, d, co, nt, out, lanes, ow);
+        case 1: return winograd_weights_block<1, NV>(u, ci, d, co, nt, out, lanes, ow);
+        default: break;
+    }
+}
+
+// One work item: point p, input channels [c0, c1), all output channels, over the first nt slots
+// of the chunk: a.dwt[p][c][o] += sum_t U[t][p][c] * D[t][p][o] (= when a.overwrite).
+inline void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c0, index_t c1, index_t nt) {
+    const index_t ci = a.ci, co = a.co;
+    const index_t chunk = static_cast<index_t>(V::max_nv) * V::width;
+    const float* up = a.u + p * ci;
+    const float* dp = a.d + p * co;
+    float* wp = a.dwt + p * ci * co;
+    for (index_t o0 = 0; o0 < co; o0 += chunk) {
+        const int lanes = static_cast<int>(std::min<index_t>(chunk, co - o0));
+        const int nv = (lanes + V::width - 1) / V::width;
+        for (index_t c = c0; c < c1;) {
+            const int rc = next_block_width(c1 - c);
+            float* out = wp + c * co + o0;
+            switch (nv) {
+                case 1: winograd_weights_block_rc<1>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
+                case 2: winograd_weights_block_rc<2>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
+                case 3: if constexpr (V::max_nv >= 3) winograd_weights_block_rc<3>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
+                case 4: if constexpr (V::max_nv >= 4) winograd_weights_block_rc<4>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
+                default: break;
+            }
+            c += rc;
         }
     }
 }
