@@ -107,7 +107,8 @@ void report(benchmark::State& state, const Shapes& s) {
     state.SetLabel(std::string(to_string(get_simd_isa())));
 }
 
-enum class Pass { forward, backward_data, backward_weights, winograd_forward, fused_exact_layer };
+enum class Pass { forward, backward_data, backward_weights, winograd_forward, fused_exact_layer, winograd_backward_data,
+                  winograd_backward_weights };
 
 // args: pass, isa, N, H, W, Ci, Co
 void BM_conv(benchmark::State& state) {
@@ -133,6 +134,10 @@ void BM_conv(benchmark::State& state) {
             case Pass::backward_weights: conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view()); break;
             case Pass::winograd_forward:
             case Pass::fused_exact_layer: run_prepared_conv(prepared, x.view(), y.view()); break;
+            case Pass::winograd_backward_data: conv2d_backward_data_winograd(dy.view(), w.view(), dx.view()); break;
+            case Pass::winograd_backward_weights:
+                conv2d_backward_weights_winograd(x.view(), dy.view(), dw.view(), db.view());
+                break;
         }
         benchmark::ClobberMemory();
     }
@@ -149,7 +154,8 @@ void shapes(benchmark::internal::Benchmark* b) {
                 if (isa == int(simd_isa::scalar) && sh[3] != 64) continue;  // the scalar path: one shape is enough
                 b->Args({pass, isa, sh[0], sh[1], sh[2], sh[3], sh[4]});
             }
-        b->Args({int(Pass::winograd_forward), isa, 16, 40, 40, 64, 64});
+        for (int pass : {int(Pass::winograd_forward), int(Pass::winograd_backward_data), int(Pass::winograd_backward_weights)})
+            b->Args({pass, isa, 16, 40, 40, 64, 64});
         b->Args({int(Pass::winograd_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
         b->Args({int(Pass::fused_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
     }

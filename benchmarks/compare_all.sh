@@ -19,6 +19,12 @@ for t in "$bin/examples/time_train_step" "$bin/benchmarks/bench_kernels" "$bin/b
 done
 py=/usr/bin/python3
 $py -c "import torch" 2>/dev/null || { echo "/usr/bin/python3 has no torch (apt-get install python3-torch)" >&2; exit 2; }
+# PyTorch at its best: jemalloc keeping freed pages (no page fault per layer; see
+# pytorch_despecknet.py), both memory layouts, eager and frozen. pytorch_stock is the same script
+# with glibc's allocator, for reference.
+jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+[ -f "$jemalloc" ] || { echo "missing $jemalloc (apt-get install libjemalloc2)" >&2; exit 2; }
+tuned_torch=(env LD_PRELOAD="$jemalloc" MALLOC_CONF="retain:true,dirty_decay_ms:-1,muzzy_decay_ms:-1" $py)
 
 run() {  # run <label> <threads> <command...>: output lines prefixed with the label
   local label=$1 threads=$2
@@ -37,15 +43,21 @@ for r in $(seq 1 "$rounds"); do
   for th in 2 1; do
     echo "== round $r" >>"$log"
     run despeck "$th" "$bin/examples/time_train_step" --threads "$th" --steps 3 --tile "$tile"
-    run pytorch "$th" $py benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
+    run pytorch "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
     run onednn "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --algorithm direct --repeats 20
     run onednn_blocked "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --activations any --repeats 20
     run kernels "$th" "$bin/benchmarks/bench_kernels" --threads="$th" --benchmark_min_time=0.3 \
       --benchmark_format=json --benchmark_filter='isa:2/N:16/H:40/W:40/Ci:64/Co:64'
   done
+  # Stock allocator, 2 threads, the fastest configuration only (its inference is slow here).
+  echo "== stock $r" >>"$log"
+  run pytorch_stock 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 3 --tile "$tile" \
+    --layouts nhwc --modes frozen --repeats 1
+  # Peak memory with the stock allocator, which returns freed memory (the lower figure for PyTorch).
   peak_mem despeck_train 2 "$bin/examples/time_train_step" --threads 2 --steps 2 --tile 0
-  peak_mem pytorch_train 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 2 --tile 0
+  peak_mem pytorch_train 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 2 --tile 0 --layouts nhwc
   peak_mem despeck_infer 2 "$bin/examples/time_train_step" --threads 2 --steps 0 --tile "$tile"
-  peak_mem pytorch_infer 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 0 --tile "$tile"
+  peak_mem pytorch_infer 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 0 --tile "$tile" \
+    --layouts nhwc --modes frozen --repeats 1
 done
 $py benchmarks/summarize_comparison.py "$log" "$tile" | tee "$out/table.md"

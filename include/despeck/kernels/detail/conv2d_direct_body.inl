@@ -358,23 +358,51 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
             }
         }
     }
-    // 3. output transform, bias and ReLU; tiles that overhang the image are cropped.
+    // 3. output transform, bias and ReLU; tiles that overhang the image are cropped. Full vectors
+    // of whole tiles (all but the right and bottom edges) take an unrolled path without tests.
     float* yn = a.y + n * H * W * co;
     for (index_t t = 0; t < nt; ++t) {
         const index_t r0 = th * 4, c0 = (t0 + t) * 4;
+        const bool whole = r0 + 4 <= H && c0 + 4 <= W;
         for (index_t ov = 0; ov < co; ov += V::width) {
             const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
+            const float* mt = M + t * 36 * co + ov;
             typename V::reg tmp[4][6];
-            for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
+            const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
+            if (whole && lanes == V::width) {
+                DESPECK_UNROLL
+                for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
+                    typename V::reg col[6], out[4];
+                    DESPECK_UNROLL
+                    for (int i = 0; i < 6; ++i) col[i] = V::load(mt + (i * 6 + j) * co);
+                    winograd_at(col, out);
+                    DESPECK_UNROLL
+                    for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
+                }
+                DESPECK_UNROLL
+                for (int i = 0; i < 4; ++i) {
+                    typename V::reg out[4];
+                    winograd_at(tmp[i], out);
+                    DESPECK_UNROLL
+                    for (int j = 0; j < 4; ++j) {
+                        typename V::reg v = V::add(out[j], b);
+                        if (a.relu) v = V::max(v, V::zero());
+                        float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
+                        if (a.accumulate) v = V::add(v, V::load(dst));
+                        V::store(dst, v);
+                    }
+                }
+                continue;
+            }
+            for (int j = 0; j < 6; ++j) {
                 typename V::reg col[6], out[4];
                 for (int i = 0; i < 6; ++i) {
-                    const float* src = M + (t * 36 + i * 6 + j) * co + ov;
+                    const float* src = mt + (i * 6 + j) * co;
                     col[i] = lanes == V::width ? V::load(src) : V::load_part(src, lanes);
                 }
                 winograd_at(col, out);
                 for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
             }
-            const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
             for (int i = 0; i < 4; ++i) {
                 if (r0 + i >= H) break;
                 typename V::reg out[4];
