@@ -49,7 +49,8 @@ for r in $(seq 1 "$rounds"); do
     run kernels "$th" "$bin/benchmarks/bench_kernels" --threads="$th" --benchmark_min_time=0.3 \
       --benchmark_format=json --benchmark_filter='isa:2/N:16/H:40/W:40/Ci:64/Co:64'
   done
-  # Stock allocator, 2 threads, the fastest configuration only (its inference is slow here).
+  # Stock allocator, 2 threads, channels_last + frozen only (the fastest configuration with jemalloc;
+  # each stock inference run takes seconds here).
   echo "== stock $r" >>"$log"
   run pytorch_stock 2 $py benchmarks/pytorch_despecknet.py --threads 2 --steps 3 --tile "$tile" \
     --layouts nhwc --modes frozen --repeats 1

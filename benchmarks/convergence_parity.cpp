@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
     app.add_option("--seed", seed, "0: the documented run; others shift every seed by 1000 * seed");
     app.add_flag("--floor", with_floor, "also train with im2col_gemm (exact, another summation order) and judge b against that gap");
-    app.add_option("--csv", csv, "also write step,direct,winograd to this file");
+    app.add_option("--csv", csv, "also write the loss curves (step, a, b[, im2col_gemm]) to this file");
     CLI11_PARSE(app, argc, argv);
     if (threads > 0 && !set_num_threads(threads)) {
         std::fprintf(stderr, "error: --threads %d needs OpenMP, which this build does not have\n", threads);

@@ -15,9 +15,12 @@ every variant below is timed and the fastest is reported.
   - inference runs are repeated (--repeats) and each variant's median counts.
 The allocator matters as much: PyTorch frees its large activations after each layer, glibc returns
 them to the kernel, and the next layer page-faults them back in, which on this virtual machine
-costs about 13 us per 4 KiB page (a 64 MiB activation: 200 ms). benchmarks/compare_all.sh therefore
-runs this script under jemalloc with page purging disabled (LD_PRELOAD, MALLOC_CONF), as PyTorch's
-own CPU performance guide recommends, and once more with the stock allocator for reference.
+costs about 13 us per 4 KiB page (a 64 MiB activation: about 210 ms). benchmarks/compare_all.sh
+therefore runs this script under jemalloc with page purging disabled (LD_PRELOAD, MALLOC_CONF; in
+the spirit of PyTorch's CPU performance guide, which recommends jemalloc with very long decay
+times), and once more with the stock allocator for reference. Inference takes each configuration's
+median of --repeats runs and the best configuration, where time_train_step times despeck once:
+that favours PyTorch.
 
 Prints lines in the same form as time_train_step, so benchmarks/compare_all.sh can put them side
 by side: per-variant lines start with "variant", the baseline lines with "training step" and

@@ -140,7 +140,8 @@ TEST_CASE("Winograd forward, backward-data and backward-weights (training) match
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
-        // 2 x 40 x 40 and 3 x 37 x 53 span several 128-tile chunks of backward-weights, the last partial.
+        // 2 x 40 x 40 (200 tiles) and 3 x 37 x 53 (420 tiles) give backward-weights 4 parts of
+        // several 32-tile chunks, the last partial; the small images give 1 part of 1 chunk.
         for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {2, 9, 1}, {1, 13, 11}, {2, 40, 40}, {3, 37, 53}})
             for (auto [Ci, Co] : {std::pair<index_t, index_t>{16, 16}, {17, 33}, {64, 64}, {64, 20}}) {
                 CAPTURE(H);
@@ -197,10 +198,14 @@ TEST_CASE("direct and Winograd backward-weights do not depend on the thread coun
 #if defined(_OPENMP)
     KernelChoiceGuard guard;
     Rng rng(11);
-    // 2 x 29 x 37 = 160 tiles: Winograd's second chunk is partial.
-    const Tensor<float> x = random_tensor<float>(Shape{2, 29, 37, 64}, rng), dy = random_tensor<float>(Shape{2, 29, 37, 64}, rng);
+    // Winograd: 2 x 29 x 37 = 160 tiles in 4 parts of 40 (a full and a partial chunk each);
+    // 1 x 29 x 37 = 80 tiles in 3 uneven parts (26, 27, 27). 5 threads: more threads than parts.
+    for (index_t images : {2, 1})
     for (bool winograd : {false, true}) {
+        CAPTURE(images);
         CAPTURE(winograd);
+        const Tensor<float> x = random_tensor<float>(Shape{images, 29, 37, 64}, rng),
+                            dy = random_tensor<float>(Shape{images, 29, 37, 64}, rng);
         auto run = [&](int threads) {
             Tensor<float> dw(Shape{3, 3, 64, 64}), db(Shape{64});
             const int saved = omp_get_max_threads();
@@ -212,11 +217,16 @@ TEST_CASE("direct and Winograd backward-weights do not depend on the thread coun
             omp_set_num_threads(saved);
             return dw;
         };
-        const Tensor<float> one = run(1), two = run(2), three = run(3);
+        const Tensor<float> one = run(1), two = run(2), three = run(3), five = run(5);
         for (index_t i = 0; i < one.size(); ++i) {
             REQUIRE(one[i] == two[i]);
             REQUIRE(one[i] == three[i]);
+            REQUIRE(one[i] == five[i]);
         }
+        // And it is the gradient: against the reference within the kernels' float error.
+        Tensor<float> ref(Shape{3, 3, 64, 64}), db(Shape{64});
+        kernels::conv2d_backward_weights_reference<float>(x.view(), dy.view(), ref.view(), db.view());
+        CHECK(relative_max_error(one, ref) <= 5e-5);
     }
 #endif
 }

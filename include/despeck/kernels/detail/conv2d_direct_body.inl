@@ -270,7 +270,7 @@ inline void winograd_at(const typename V::reg m[6], typename V::reg o[4]) {
 
 // B^T d B of the 6x6 input tile whose top-left pixel is (r0, c0) of image xn [H,W,ci], a vector of
 // channels at a time; pixels outside the image are zero. Point p = 6i + j of channel c goes to
-// dst[p * pstride + c] (pstride = ci: tile-major, as the forward stores it; larger: point-major).
+// dst[p * pstride + c] (both callers pass pstride = ci: one tile's 36 points are contiguous).
 inline void winograd_input_tile(const float* xn, index_t H, index_t W, index_t ci, index_t r0, index_t c0, float* dst,
                                 index_t pstride) {
     // Tiles wholly inside the image load straight from it; border tiles first copy their window,
@@ -426,8 +426,8 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
 // ---- Winograd F(4x4, 3x3) backward-weights (training) ----------------------------------------
 // With M = (G g G^T) . (B^T d B) and Y = A^T M A per tile: dL/dM = A dY A^T, and
 // dL/dg = G^T [ sum over tiles of (B^T d B) . (A dY A^T) ] G. The driver transforms a chunk of
-// tiles of x (U) and dy (D) point-major, accumulates dWt[p] += U[p]^T D[p] for each of the 36
-// points, and applies G^T . G once at the end.
+// tiles of x (U) and dy (D), tile-major, accumulates dWt[p] += U[:, p]^T D[:, p] for each of the
+// 36 points, and applies G^T . G once at the end.
 
 // A applied to 4 values (the transpose of winograd_at's A^T): 4 -> 6.
 inline void winograd_a(const typename V::reg v[4], typename V::reg o[6]) {
@@ -446,7 +446,9 @@ inline void winograd_a(const typename V::reg v[4], typename V::reg o[6]) {
 // image are zero (the forward cropped them). Point p of channel o goes to dst[p * pstride + o].
 inline void winograd_grad_tile(const float* dyn, index_t H, index_t W, index_t co, index_t r0, index_t c0, float* dst,
                                index_t pstride) {
-    const bool inside = r0 + 4 <= H && c0 + 4 <= W;  // as in winograd_input_tile
+    // dy tiles start at (4 th, 4 tw) >= 0, so only the bottom and right edges overhang; those tiles
+    // load through `pad` as in winograd_input_tile.
+    const bool inside = r0 + 4 <= H && c0 + 4 <= W;
     alignas(64) float pad[16 * V::width];
     for (index_t ov = 0; ov < co; ov += V::width) {
         const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
@@ -515,21 +517,23 @@ inline void winograd_weights_block(const float* u, index_t ci, const float* d, i
         DESPECK_UNROLL
         for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
     const bool tail = lanes < NV * V::width;
-    for (index_t t = 0; t < nt; ++t, u += 36 * ci, d += 36 * co) {
+    for (index_t t = 0; t < nt; ++t) {
+        const float* ut = u + t * 36 * ci;
+        const float* dt = d + t * 36 * co;
         typename V::reg g[NV];
         if (!tail) {
             DESPECK_UNROLL
-            for (int v = 0; v < NV; ++v) g[v] = V::load(d + v * V::width);
+            for (int v = 0; v < NV; ++v) g[v] = V::load(dt + v * V::width);
         } else {
             DESPECK_UNROLL
             for (int v = 0; v < NV; ++v) {
                 const int left = lanes - v * V::width;
-                g[v] = left >= V::width ? V::load(d + v * V::width) : (left > 0 ? V::load_part(d + v * V::width, left) : V::zero());
+                g[v] = left >= V::width ? V::load(dt + v * V::width) : (left > 0 ? V::load_part(dt + v * V::width, left) : V::zero());
             }
         }
         DESPECK_UNROLL
         for (int r = 0; r < RC; ++r) {
-            const typename V::reg ub = V::bcast(u[r]);
+            const typename V::reg ub = V::bcast(ut[r]);
             DESPECK_UNROLL
             for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(ub, g[v], acc[r][v]);
         }
@@ -539,24 +543,27 @@ inline void winograd_weights_block(const float* u, index_t ci, const float* d, i
         DESPECK_UNROLL
         for (int v = 0; v < NV; ++v) {
             const int left = lanes - v * V::width;
-            float* p = out + r * co + v * V::width;
+            float* dst = out + r * co + v * V::width;
             if (left >= V::width)
-                V::store(p, overwrite ? acc[r][v] : V::add(acc[r][v], V::load(p)));
+                V::store(dst, overwrite ? acc[r][v] : V::add(acc[r][v], V::load(dst)));
             else if (left > 0)
-                V::store_part(p, overwrite ? acc[r][v] : V::add(acc[r][v], V::load_part(p, left)), left);
+                V::store_part(dst, overwrite ? acc[r][v] : V::add(acc[r][v], V::load_part(dst, left)), left);
         }
 }
 
 template <int NV>
 inline void winograd_weights_block_rc(int rc, const float* u, index_t ci, const float* d, index_t co, index_t nt,
-                                      float* out, int lanes, bool ow) {
+                                      float* out, int lanes, bool overwrite) {
     switch (rc) {
-        case 6: if constexpr (V::max_rw >= 6) return winograd_weights_block<6, NV>(u, ci, d, co, nt, out, lanes, ow); break;
-        case 4: if constexpr (V::max_rw >= 4) return winograd_weights_block<4, NV>(u, ci, d, co, nt, out, lanes, ow); break;
-        case 2: return winograd_weights_block<2, NV>(u, ci, d, co, nt, out, lanes, ow);
-        case 1: return winograd_weights_block<1, NV>(u, ci, d, co, nt, out, lanes, ow);
+        case 6: if constexpr (V::max_rw >= 6) return winograd_weights_block<6, NV>(u, ci, d, co, nt, out, lanes, overwrite); break;
+        case 4: if constexpr (V::max_rw >= 4) return winograd_weights_block<4, NV>(u, ci, d, co, nt, out, lanes, overwrite); break;
+        case 2: return winograd_weights_block<2, NV>(u, ci, d, co, nt, out, lanes, overwrite);
+        case 1: return winograd_weights_block<1, NV>(u, ci, d, co, nt, out, lanes, overwrite);
         default: break;
     }
+    // Unreachable: widths come from next_block_width. Were it reached, one channel at a time still
+    // covers the block (the first chunk must write every element of the uninitialised dwt).
+    for (int r = 0; r < rc; ++r) winograd_weights_block<1, NV>(u + r, ci, d, co, nt, out + r * co, lanes, overwrite);
 }
 
 // One work item: point p, input channels [c0, c1), all output channels, over the first nt slots
