@@ -395,25 +395,33 @@ inline void check_kernel(const char* where, index_t K) {
         detail::fail<shape_error>(where, ": direct kernels take odd kernel sizes 1..15, got ", K);
 }
 
+// Runs item(it, scratch) for it in [0, items), statically split over the OpenMP threads; each
+// thread has its own scratch of `scratch_floats` floats, from the tensor cache (a fresh mmap'ed
+// buffer per call would page-fault on every layer).
+template <class Item>
+void for_each_item(index_t items, index_t scratch_floats, const Item& item) {
+#if defined(_OPENMP)
+#pragma omp parallel if (items > 1)
+#endif
+    {
+        Tensor<float> buf = Tensor<float>::uninitialized(Shape{std::max<index_t>(scratch_floats, 1)});
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+        for (index_t it = 0; it < items; ++it) item(it, buf.data());
+    }
+}
+
 // Runs forward_row over every (n, h, chunk); a.wp/a.bias_padded/a.y set by the caller.
 inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
     a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
     const index_t chunks = (a.co + a.chunk_width - 1) / a.chunk_width;
     const index_t items = a.N * a.H * chunks;
-    const std::size_t scratch = static_cast<std::size_t>(a.K * (t.max_rw + a.K - 1) * a.ci);
-#if defined(_OPENMP)
-#pragma omp parallel if (items > 1)
-#endif
-    {
-        std::vector<float> buf(scratch);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (index_t it = 0; it < items; ++it) {
-            const index_t chunk = it % chunks, row = it / chunks;
-            t.forward_row(a, row / a.H, row % a.H, chunk, buf.data());
-        }
-    }
+    const index_t scratch = static_cast<index_t>(a.K) * (t.max_rw + a.K - 1) * a.ci;
+    for_each_item(items, scratch, [&](index_t it, float* buf) {
+        const index_t chunk = it % chunks, row = it / chunks;
+        t.forward_row(a, row / a.H, row % a.H, chunk, buf);
+    });
 }
 
 // Packs w [K,K,ci,co] as [K*K][co][ci] for the few-output-channel kernel.
@@ -428,17 +436,8 @@ inline Tensor<float> pack_weights_small_co(TensorView<const float> w) {
 
 inline void run_small_co(const SmallCoArgs& a, const IsaTable& t) {
     const index_t items = a.N * a.H;
-    const std::size_t scratch = static_cast<std::size_t>(a.K * (4 + a.K - 1) * a.ci);
-#if defined(_OPENMP)
-#pragma omp parallel if (items > 1)
-#endif
-    {
-        std::vector<float> buf(scratch);
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (index_t it = 0; it < items; ++it) t.small_co_row(a, it / a.H, it % a.H, buf.data());
-    }
+    const index_t scratch = static_cast<index_t>(a.K) * (4 + a.K - 1) * a.ci;
+    for_each_item(items, scratch, [&](index_t it, float* buf) { t.small_co_row(a, it / a.H, it % a.H, buf); });
 }
 
 // Packs w [K,K,ci,co] as [K*K*ci][cop] (rotate=false) or the backward-data weights
@@ -708,22 +707,11 @@ inline void run_winograd(const WinogradArgs& a, const IsaTable& t) {
     const index_t tile_rows = (a.H + 3) / 4, tile_cols = (a.W + 3) / 4;
     const index_t blocks = (tile_cols + block - 1) / block;
     const index_t items = a.N * tile_rows * blocks;
-    const std::size_t scratch = static_cast<std::size_t>(36 * block * (a.ci + a.co));
-#if defined(_OPENMP)
-#pragma omp parallel if (items > 1)
-#endif
-    {
-        // From the tensor cache: a fresh mmap'ed buffer per call would page-fault on every layer.
-        Tensor<float> buf = Tensor<float>::uninitialized(Shape{static_cast<index_t>(scratch)});
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (index_t it = 0; it < items; ++it) {
-            const index_t b = it % blocks, row = it / blocks;
-            const index_t t0 = b * block, t1 = std::min(tile_cols, t0 + block);
-            t.winograd_item(a, row / tile_rows, row % tile_rows, t0, t1, buf.data());
-        }
-    }
+    for_each_item(items, 36 * block * (a.ci + a.co), [&](index_t it, float* buf) {
+        const index_t b = it % blocks, row = it / blocks;
+        const index_t t0 = b * block, t1 = std::min(tile_cols, t0 + block);
+        t.winograd_item(a, row / tile_rows, row % tile_rows, t0, t1, buf);
+    });
 }
 }  // namespace detail_direct
 
