@@ -108,7 +108,7 @@ void report(benchmark::State& state, const Shapes& s) {
 }
 
 enum class Pass { forward, backward_data, backward_weights, winograd_forward, fused_exact_layer, winograd_backward_data,
-                  winograd_backward_weights };
+                  winograd_backward_weights, winograd6_forward };
 
 // args: pass, isa, N, H, W, Ci, Co
 void BM_conv(benchmark::State& state) {
@@ -126,6 +126,7 @@ void BM_conv(benchmark::State& state) {
     Tensor<float> y(Shape{s.N, s.H, s.W, s.Co}), dx(x.shape()), dw(w.shape()), db(b.shape());
     PreparedConv prepared;
     if (pass == Pass::winograd_forward) prepared = prepare_conv_winograd(w.view(), b.view(), true);
+    if (pass == Pass::winograd6_forward) prepared = prepare_conv_winograd(w.view(), b.view(), true, /*tile=*/6);
     if (pass == Pass::fused_exact_layer) prepared = prepare_conv_direct(w.view(), b.view(), scale.view(), b.view(), true);
     for (auto _ : state) {
         switch (pass) {
@@ -133,6 +134,7 @@ void BM_conv(benchmark::State& state) {
             case Pass::backward_data: conv2d_backward_data_direct(dy.view(), w.view(), dx.view()); break;
             case Pass::backward_weights: conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view()); break;
             case Pass::winograd_forward:
+            case Pass::winograd6_forward:
             case Pass::fused_exact_layer: run_prepared_conv(prepared, x.view(), y.view()); break;
             case Pass::winograd_backward_data: conv2d_backward_data_winograd(dy.view(), w.view(), dx.view()); break;
             case Pass::winograd_backward_weights:
@@ -154,9 +156,11 @@ void shapes(benchmark::internal::Benchmark* b) {
                 if (isa == int(simd_isa::scalar) && sh[3] != 64) continue;  // the scalar path: one shape is enough
                 b->Args({pass, isa, sh[0], sh[1], sh[2], sh[3], sh[4]});
             }
-        for (int pass : {int(Pass::winograd_forward), int(Pass::winograd_backward_data), int(Pass::winograd_backward_weights)})
+        for (int pass : {int(Pass::winograd_forward), int(Pass::winograd_backward_data), int(Pass::winograd_backward_weights),
+                         int(Pass::winograd6_forward)})
             b->Args({pass, isa, 16, 40, 40, 64, 64});
         b->Args({int(Pass::winograd_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
+        b->Args({int(Pass::winograd6_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
         b->Args({int(Pass::fused_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
     }
     b->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -51,7 +51,7 @@ def parse(path):
         for b in doc.get("benchmarks", []):
             p = int(re.search(r"pass:(\d)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
-                    "winograd_backward_data", "winograd_backward_weights"][p]
+                    "winograd_backward_data", "winograd_backward_weights", "winograd6_forward"][p]
             values[("despeck", threads, f"{name}_gflops")].append(b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"])
             values[("despeck", threads, "peak_gflops")].append(b["peak_GFLOP/s"])
     return values
@@ -108,6 +108,9 @@ def main():
         for p in ("forward", "backward_data", "backward_weights"):
             ratio_row("4", f"conv 3x3 64->64 {p}, Winograd, effective GFLOP/s, {th} thread(s) (despeck NHWC / oneDNN blocked)",
                       ("despeck", th, f"winograd_{p}_gflops"), ("onednn_blocked", th, f"winograd_{p}_gflops"), True, 0.85)
+        ratio_row("4", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference, effective GFLOP/s, {th} thread(s) "
+                  "(despeck NHWC / oneDNN blocked F(4x4))",
+                  ("despeck", th, "winograd6_forward_gflops"), ("onednn_blocked", th, "winograd_forward_gflops"), True, 0.85)
     # For reference: the same PyTorch with the stock allocator (its page faults included).
     ratio_row("-", "training step, ms, 2 thread(s) (despeck / PyTorch with the stock allocator)",
               ("despeck", 2, "train_ms"), ("pytorch_stock", 2, "train_ms"), False, None)
@@ -118,6 +121,7 @@ def main():
     ratio_row("5", f"inference peak resident memory {tile}x{tile}, MiB (despeck / PyTorch, stock allocator)",
               ("despeck_infer", 2, "peak_rss_mib"), ("pytorch_infer", 2, "peak_rss_mib"), False, 1.0, 0)
     for key, what in (("train_ms", "training step"), ("infer_exact_mpxs", "exact inference"),
+                      ("infer_fast_mpxs", "fast inference"),
                       ("direct_forward_gflops", "conv forward, direct"),
                       ("direct_backward_weights_gflops", "conv backward-weights, direct"),
                       ("winograd_backward_weights_gflops", "conv backward-weights, Winograd")):

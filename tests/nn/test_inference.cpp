@@ -46,7 +46,7 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
-        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {1, 9, 1}, {2, 5, 6}, {1, 13, 11}, {1, 17, 30}})
+        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {1, 9, 1}, {2, 5, 6}, {1, 13, 11}, {1, 17, 30}, {1, 8, 103}})
             for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 3}, {2, 64}, {17, 33}, {64, 64}, {64, 2}}) {
                 CAPTURE(H);
                 CAPTURE(W);
@@ -67,21 +67,45 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
                                            x.view(), y.view());
                 CHECK(kernels::last_direct_isa() == isa);
                 CHECK(deviation(y, expect_bn) <= 2e-6);
-                Tensor<float> yw(conv.shape(), 99.f);
-                kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true), x.view(), yw.view());
-                CHECK(deviation(yw, expect_relu) <= 5e-5);
-                kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), false), x.view(), yw.view());
-                CHECK(deviation(yw, conv) <= 5e-5);
+                // Winograd F(4x4,3x3) and F(6x6,3x3): sizes that are not multiples of the tile leave
+                // partial tiles on the right and bottom; 8x103 spans two blocks of tiles.
+                for (int tile : {4, 6}) {
+                    CAPTURE(tile);
+                    Tensor<float> yw(conv.shape(), 99.f);
+                    kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, tile), x.view(), yw.view());
+                    CHECK(deviation(yw, expect_relu) <= 5e-5);
+                    kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), false, tile), x.view(), yw.view());
+                    CHECK(deviation(yw, conv) <= 5e-5);
+                }
             }
     }
 }
 
-TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses non-3x3 weights") {
+TEST_CASE("Winograd F(6x6,3x3) on an output larger than the caches (non-temporal stores) matches direct convolution") {
+    // 1 x 262 x 262 x 64 floats is 17.6 MB, over the 16 MiB past which F(6x6) stores bypass the
+    // cache; 262 = 43 tiles of 6 and 4 pixels, so edge tiles take the cropped, cached path.
+    KernelChoiceGuard guard;
+    Rng rng(23);
+    const Tensor<float> x = uniform_tensor(Shape{1, 262, 262, 64}, rng), w = uniform_tensor(Shape{3, 3, 64, 64}, rng),
+                        b = uniform_tensor(Shape{64}, rng);
+    for (auto isa : supported_isas()) {
+        CAPTURE(kernels::to_string(isa));
+        kernels::set_simd_isa(isa);
+        Tensor<float> exact(Shape{1, 262, 262, 64}), fast(exact.shape(), 99.f);
+        kernels::run_prepared_conv(kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, true), x.view(), exact.view());
+        kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, 6), x.view(), fast.view());
+        CHECK(kernels::last_direct_isa() == isa);
+        CHECK(deviation(fast, exact) <= 5e-5);
+    }
+}
+
+TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses non-3x3 weights and other tiles") {
     const Tensor<float> w(Shape{3, 3, 4, 8}, 0.1f), w5(Shape{5, 5, 4, 8}, 0.1f);
     const auto p = kernels::prepare_conv_direct(w.view(), {}, {}, {}, false);
     Tensor<float> x(Shape{1, 4, 4, 3}), y(Shape{1, 4, 4, 8});
     CHECK_THROWS_WITH_AS(kernels::run_prepared_conv(p, x.view(), y.view()), doctest::Contains("[1,4,4,3]"), shape_error);
     CHECK_THROWS_WITH_AS(kernels::prepare_conv_winograd(w5.view(), {}, false), doctest::Contains("3x3"), shape_error);
+    CHECK_THROWS_WITH_AS(kernels::prepare_conv_winograd(w.view(), {}, false, 5), doctest::Contains("output tile 5"), value_error);
 }
 
 TEST_CASE("the fused exact plan equals the layer-by-layer path on odd sizes, for every instruction set") {

@@ -153,15 +153,16 @@ struct SmallCoArgs {
 };
 constexpr index_t small_co_max = 4;
 
-// Winograd F(4x4, 3x3) forward: x [N,H,W,ci] -> y [N,H,W,co] = relu?(conv(x, w) + bias).
+// Winograd F(m x m, 3x3) forward, m = 4 or 6: x [N,H,W,ci] -> y [N,H,W,co] = relu?(conv(x, w) + bias).
 struct WinogradArgs {
     const float* x = nullptr;
-    const float* wt = nullptr;           // transformed weights [36][ci][cop]
+    const float* wt = nullptr;           // transformed weights [P][ci][cop], P = (m + 2)^2 points
     const float* bias_padded = nullptr;  // [cop] or nullptr
     float* y = nullptr;
     index_t N = 0, H = 0, W = 0, ci = 0, co = 0, cop = 0;
     bool relu = false;
     bool accumulate = false;  // y += result (backward-data); relu must be off then
+    int m = 4;                // output tile: 4 for F(4x4,3x3), 6 for F(6x6,3x3)
 };
 
 // Winograd F(4x4, 3x3) backward-weights, one chunk of tiles at a time: transformed x and dy of up
@@ -189,6 +190,8 @@ struct V {
     static reg zero() { return reg{{0, 0, 0, 0}}; }
     static reg load(const float* p) { return reg{{p[0], p[1], p[2], p[3]}}; }
     static void store(float* p, reg r) { std::copy(r.v, r.v + 4, p); }
+    static void stream(float* p, reg r) { store(p, r); }
+    static void fence() {}
     static reg bcast(float s) { return reg{{s, s, s, s}}; }
     static reg fma(reg a, reg b, reg c) {
         for (int k = 0; k < 4; ++k) c.v[k] += a.v[k] * b.v[k];
@@ -237,6 +240,8 @@ struct V {
     static reg zero() { return _mm256_setzero_ps(); }
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static void store(float* p, reg r) { _mm256_storeu_ps(p, r); }
+    static void stream(float* p, reg r) { _mm256_stream_ps(p, r); }  // p 32-byte aligned
+    static void fence() { _mm_sfence(); }
     static reg bcast(float s) { return _mm256_set1_ps(s); }
     static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
@@ -267,6 +272,8 @@ struct V {
     static reg zero() { return _mm512_setzero_ps(); }
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static void store(float* p, reg r) { _mm512_storeu_ps(p, r); }
+    static void stream(float* p, reg r) { _mm512_stream_ps(p, r); }  // p 64-byte aligned
+    static void fence() { _mm_sfence(); }
     static reg bcast(float s) { return _mm512_set1_ps(s); }
     static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
@@ -592,10 +599,11 @@ struct PreparedConv {
     Method method = Method::direct;
     simd_isa isa = simd_isa::scalar;  // the packing's vector width belongs to this instruction set
     index_t K = 3, ci = 0, co = 0, cop = 0;
-    Tensor<float> weights;      // direct: [K*K*ci][cop]; winograd: [36][ci][cop]; small_co: [K*K][co][ci]
+    Tensor<float> weights;      // direct: [K*K*ci][cop]; winograd: [(m+2)^2][ci][cop]; small_co: [K*K][co][ci]
     Tensor<float> bias;         // [cop], zero-filled past co
     Tensor<float> scale, shift; // [cop] or empty (direct only)
     bool relu = false;
+    int winograd_tile = 4;      // winograd: the output tile m of F(m x m, 3x3), 4 or 6
 };
 
 namespace detail_direct {
@@ -640,49 +648,60 @@ inline PreparedConv prepare_conv_direct(TensorView<const float> w, TensorView<co
 }
 
 namespace detail_direct {
-// Wt[(i,j)][c][o] = sum_{a,b} G[i][a] G[j][b] w[a][b][c][o], the Winograd F(4x4,3x3) weight
-// transform G g G^T, as a [36 x 9] matrix (point 6i+j, tap 3a+b) computed in double. Its
-// transpose maps transformed-domain weight gradients back to the taps: dw = G^T dWt G.
-inline const std::array<std::array<float, 9>, 36>& winograd_weight_coefficients() {
-    static const std::array<std::array<float, 9>, 36> coef = [] {
-        static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
-                                           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                           {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                           {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                           {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                           {0, 0, 1}};
-        std::array<std::array<float, 9>, 36> c{};
-        for (int i = 0; i < 6; ++i)
-            for (int j = 0; j < 6; ++j)
+// Wt[(i,j)][c][o] = sum_{a,b} G[i][a] G[j][b] w[a][b][c][o], the Winograd F(Mt x Mt, 3x3) weight
+// transform G g G^T, as a [(Mt+2)^2 x 9] matrix (point (Mt+2)i+j, tap 3a+b) computed in double.
+// Its transpose maps transformed-domain weight gradients back to the taps: dw = G^T dWt G.
+template <int Mt = 4>
+inline const std::array<std::array<float, 9>, (Mt + 2) * (Mt + 2)>& winograd_weight_coefficients() {
+    static_assert(Mt == 4 || Mt == 6, "Winograd: F(4x4,3x3) or F(6x6,3x3)");
+    constexpr int A = Mt + 2;
+    static const std::array<std::array<float, 9>, A * A> coef = [] {
+        static constexpr double G4[6][3] = {{1.0 / 4, 0, 0},
+                                            {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                            {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                            {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                            {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                            {0, 0, 1}};
+        static constexpr double G6[8][3] = {{1, 0, 0},
+                                            {-2.0 / 9, -2.0 / 9, -2.0 / 9},
+                                            {-2.0 / 9, 2.0 / 9, -2.0 / 9},
+                                            {1.0 / 90, 1.0 / 45, 2.0 / 45},
+                                            {1.0 / 90, -1.0 / 45, 2.0 / 45},
+                                            {32.0 / 45, 16.0 / 45, 8.0 / 45},
+                                            {32.0 / 45, -16.0 / 45, 8.0 / 45},
+                                            {0, 0, 1}};
+        std::array<std::array<float, 9>, A * A> c{};
+        for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
                 for (int a = 0; a < 3; ++a)
-                    for (int b = 0; b < 3; ++b) c[i * 6 + j][a * 3 + b] = static_cast<float>(G[i][a] * G[j][b]);
+                    for (int b = 0; b < 3; ++b) {
+                        double g = 0;
+                        if constexpr (Mt == 4)
+                            g = G4[i][a] * G4[j][b];
+                        else
+                            g = G6[i][a] * G6[j][b];
+                        c[i * A + j][a * 3 + b] = static_cast<float>(g);
+                    }
         return c;
     }();
     return coef;
 }
 }  // namespace detail_direct
 
-// w [3,3,ci,co], b [co] or empty: y = relu?(conv + b) by Winograd F(4x4, 3x3). The transform
-// G g G^T is computed in double; its rounding to float and the transforms' own arithmetic make
-// the result differ from direct convolution by about 1e-6 relative per layer (tested).
-inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu) {
-    if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
-        detail::fail<shape_error>("prepare_conv_winograd: Winograd F(4x4,3x3) needs 3x3 weights, got ", w.shape);
-    PreparedConv p;
-    p.method = PreparedConv::Method::winograd;
-    p.isa = get_simd_isa();
-    const detail_direct::IsaTable t = detail_direct::table(p.isa);
-    p.K = 3, p.ci = w.shape[2], p.co = w.shape[3];
-    p.cop = detail_direct::round_up(p.co, t.width);
-    const auto& coef = detail_direct::winograd_weight_coefficients();
-    p.weights = Tensor<float>::uninitialized(Shape{36, p.ci, p.cop});
+namespace detail_direct {
+// Wt[q][c][o] = sum_k coef[q][k] w[k][c][o] into p.weights [P][ci][cop], zero past co.
+template <int Mt>
+inline void transform_winograd_weights(TensorView<const float> w, PreparedConv& p) {
+    constexpr int P = (Mt + 2) * (Mt + 2);
+    const auto& coef = winograd_weight_coefficients<Mt>();
+    p.weights = Tensor<float>::uninitialized(Shape{P, p.ci, p.cop});
     const index_t ci = p.ci, co = p.co, cop = p.cop;
     float* wt = p.weights.data();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (ci * co >= 1024)
 #endif
     for (index_t c = 0; c < ci; ++c)
-        for (int q = 0; q < 36; ++q) {
+        for (int q = 0; q < P; ++q) {
             float* out = wt + (q * ci + c) * cop;
             std::fill(out, out + cop, 0.f);
             for (int k = 0; k < 9; ++k) {
@@ -694,20 +713,45 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
                 for (index_t o = 0; o < co; ++o) out[o] += f * in[o];
             }
         }
+}
+}  // namespace detail_direct
+
+// w [3,3,ci,co], b [co] or empty: y = relu?(conv + b) by Winograd F(m x m, 3x3), m = tile: 4
+// (36 products per 16 outputs; training's forward and backward-data use it) or 6 (64 per 36: fast
+// inference). The transform G g G^T is computed in double; its rounding to float and the
+// transforms' own arithmetic make the result differ from direct convolution by about 1e-6
+// relative per layer for m = 4 and about twice that for m = 6 (tested).
+inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu, int tile = 4) {
+    if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
+        detail::fail<shape_error>("prepare_conv_winograd: Winograd F(", tile, "x", tile, ",3x3) needs 3x3 weights, got ", w.shape);
+    if (tile != 4 && tile != 6)
+        detail::fail<value_error>("prepare_conv_winograd: output tile ", tile, " (F(4x4,3x3) or F(6x6,3x3): 4 or 6)");
+    PreparedConv p;
+    p.method = PreparedConv::Method::winograd;
+    p.winograd_tile = tile;
+    p.isa = get_simd_isa();
+    const detail_direct::IsaTable t = detail_direct::table(p.isa);
+    p.K = 3, p.ci = w.shape[2], p.co = w.shape[3];
+    p.cop = detail_direct::round_up(p.co, t.width);
+    if (tile == 6)
+        detail_direct::transform_winograd_weights<6>(w, p);
+    else
+        detail_direct::transform_winograd_weights<4>(w, p);
     p.bias = detail_direct::padded(b, p.cop);
     p.relu = relu;
     return p;
 }
 
 namespace detail_direct {
-// Items: (image, tile row, block of up to 24 tiles); a block's transformed input and products
-// (36 x 24 x (ci + co) floats, 221 KiB at 64 channels) stay in L2 between the three steps.
+// Items: (image, tile row, block of tiles); a block's transformed input and products stay in L2
+// between the three steps: F(4x4): 24 tiles, 36 x 24 x (ci + co) floats, 221 KiB at 64 channels;
+// F(6x6): 16 tiles, 64 x 16 x (ci + co) floats, 256 KiB.
 inline void run_winograd(const WinogradArgs& a, const IsaTable& t) {
-    constexpr index_t block = 24;
-    const index_t tile_rows = (a.H + 3) / 4, tile_cols = (a.W + 3) / 4;
+    const index_t m = a.m, points = (m + 2) * (m + 2), block = m == 4 ? 24 : 16;
+    const index_t tile_rows = (a.H + m - 1) / m, tile_cols = (a.W + m - 1) / m;
     const index_t blocks = (tile_cols + block - 1) / block;
     const index_t items = a.N * tile_rows * blocks;
-    for_each_item(items, 36 * block * (a.ci + a.co), [&](index_t it, float* buf) {
+    for_each_item(items, points * block * (a.ci + a.co), [&](index_t it, float* buf) {
         const index_t b = it % blocks, row = it / blocks;
         const index_t t0 = b * block, t1 = std::min(tile_cols, t0 + block);
         t.winograd_item(a, row / tile_rows, row % tile_rows, t0, t1, buf);
@@ -744,6 +788,7 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
     WinogradArgs a;
     a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = p.ci, a.co = p.co, a.cop = p.cop;
     a.x = x.data, a.wt = p.weights.data(), a.bias_padded = p.bias.data(), a.y = y.data, a.relu = p.relu;
+    a.m = p.winograd_tile;
     detail_direct::run_winograd(a, t);
 }
 

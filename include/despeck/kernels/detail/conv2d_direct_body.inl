@@ -323,20 +323,246 @@ inline void winograd_input_tile(const float* xn, index_t H, index_t W, index_t c
     }
 }
 
-// One work item: tiles [t0, t1) of tile row th of image n. scratch: 36 * (t1 - t0) * (ci + co) floats.
-//   U[t][p][c]  transformed input (36 points p), M[t][p][o] = sum_c U[t][p][c] * Wt[p][c][o]
+// A^T m A of one tile's 36 products m[p * co + o] (F(4x4, 3x3)), plus bias and ReLU (or added
+// into y), stored at output pixel (r0, c0) of image yn [H,W,co]; rows and columns past the image
+// are cropped. Full vectors of whole tiles (all but the right and bottom edges) take an unrolled
+// path without tests.
+inline void winograd_output_tile(const WinogradArgs& a, const float* m, float* yn, index_t r0, index_t c0) {
+    const index_t H = a.H, W = a.W, co = a.co;
+    const bool whole = r0 + 4 <= H && c0 + 4 <= W;
+    for (index_t ov = 0; ov < co; ov += V::width) {
+        const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
+        const float* mt = m + ov;
+        typename V::reg tmp[4][6];
+        const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
+        if (whole && lanes == V::width) {
+            DESPECK_UNROLL
+            for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
+                typename V::reg col[6], out[4];
+                DESPECK_UNROLL
+                for (int i = 0; i < 6; ++i) col[i] = V::load(mt + (i * 6 + j) * co);
+                winograd_at(col, out);
+                DESPECK_UNROLL
+                for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
+            }
+            DESPECK_UNROLL
+            for (int i = 0; i < 4; ++i) {
+                typename V::reg out[4];
+                winograd_at(tmp[i], out);
+                DESPECK_UNROLL
+                for (int j = 0; j < 4; ++j) {
+                    typename V::reg v = V::add(out[j], b);
+                    if (a.relu) v = V::max(v, V::zero());
+                    float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
+                    if (a.accumulate) v = V::add(v, V::load(dst));
+                    V::store(dst, v);
+                }
+            }
+            continue;
+        }
+        for (int j = 0; j < 6; ++j) {
+            typename V::reg col[6], out[4];
+            for (int i = 0; i < 6; ++i) {
+                const float* src = mt + (i * 6 + j) * co;
+                col[i] = lanes == V::width ? V::load(src) : V::load_part(src, lanes);
+            }
+            winograd_at(col, out);
+            for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
+        }
+        for (int i = 0; i < 4; ++i) {
+            if (r0 + i >= H) break;
+            typename V::reg out[4];
+            winograd_at(tmp[i], out);
+            for (int j = 0; j < 4; ++j) {
+                if (c0 + j >= W) break;
+                typename V::reg v = V::add(out[j], b);
+                if (a.relu) v = V::max(v, V::zero());
+                float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
+                if (a.accumulate) v = V::add(v, lanes == V::width ? V::load(dst) : V::load_part(dst, lanes));
+                if (lanes == V::width)
+                    V::store(dst, v);
+                else
+                    V::store_part(dst, v, lanes);
+            }
+        }
+    }
+}
+
+// ---- Winograd F(6x6, 3x3) forward (fast inference) -------------------------------------------
+// The same scheme on 8x8 input tiles per 6x6 output tile, interpolation points 0, +-1, +-2,
+// +-1/2 and infinity (Lavin & Gray 2016; the choice NNPACK makes): 64 products per 36 outputs,
+// 1.78 per pixel instead of 2.25. Its float error is about twice F(4x4)'s (tested). An 8x8
+// intermediate would take 64 registers, so both transforms pass it through a buffer in L1.
+
+// B^T applied to 8 values.
+inline void winograd6_bt(const typename V::reg d[8], typename V::reg o[8]) {
+    const typename V::reg c525 = V::bcast(5.25f), c425 = V::bcast(4.25f), c025 = V::bcast(0.25f),
+                          c125 = V::bcast(1.25f), c05 = V::bcast(0.5f), c25 = V::bcast(2.5f), two = V::bcast(2.f),
+                          four = V::bcast(4.f);
+    o[0] = V::add(V::sub(d[0], d[6]), V::mul(c525, V::sub(d[4], d[2])));
+    o[7] = V::add(V::sub(d[7], d[1]), V::mul(c525, V::sub(d[3], d[5])));
+    typename V::reg t1 = V::sub(V::add(d[2], d[6]), V::mul(c425, d[4]));
+    typename V::reg t2 = V::sub(V::add(d[1], d[5]), V::mul(c425, d[3]));
+    o[1] = V::add(t1, t2);
+    o[2] = V::sub(t1, t2);
+    t1 = V::sub(V::add(d[6], V::mul(c025, d[2])), V::mul(c125, d[4]));
+    t2 = V::add(V::sub(V::mul(c05, d[1]), V::mul(c25, d[3])), V::mul(two, d[5]));
+    o[3] = V::add(t1, t2);
+    o[4] = V::sub(t1, t2);
+    t1 = V::add(d[6], V::mul(four, V::sub(d[2], V::mul(c125, d[4]))));
+    t2 = V::add(V::sub(V::mul(two, d[1]), V::mul(c25, d[3])), V::mul(c05, d[5]));
+    o[5] = V::add(t1, t2);
+    o[6] = V::sub(t1, t2);
+}
+
+// A^T applied to 8 values: 6 outputs.
+inline void winograd6_at(const typename V::reg m[8], typename V::reg o[6]) {
+    const typename V::reg s1 = V::add(m[1], m[2]), d1 = V::sub(m[1], m[2]);
+    const typename V::reg s2 = V::add(m[3], m[4]), d2 = V::sub(m[3], m[4]);
+    const typename V::reg s3 = V::add(m[5], m[6]), d3 = V::sub(m[5], m[6]);
+    o[0] = V::add(V::add(m[0], s1), V::add(s2, s3));
+    o[1] = V::add(V::add(d1, V::mul(V::bcast(2.f), d2)), V::mul(V::bcast(0.5f), d3));
+    o[2] = V::add(V::add(s1, V::mul(V::bcast(4.f), s2)), V::mul(V::bcast(0.25f), s3));
+    o[3] = V::add(V::add(d1, V::mul(V::bcast(8.f), d2)), V::mul(V::bcast(0.125f), d3));
+    o[4] = V::add(V::add(s1, V::mul(V::bcast(16.f), s2)), V::mul(V::bcast(0.0625f), s3));
+    o[5] = V::add(V::add(V::add(d1, V::mul(V::bcast(32.f), d2)), V::mul(V::bcast(0.03125f), d3)), m[7]);
+}
+
+// B^T d B of the 8x8 input tile whose top-left pixel is (r0, c0) of image xn [H,W,ci]; pixels
+// outside the image are zero. Point p = 8i + j of channel c goes to dst[p * ci + c].
+inline void winograd6_input_tile(const float* xn, index_t H, index_t W, index_t ci, index_t r0, index_t c0, float* dst) {
+    const bool inside = r0 >= 0 && c0 >= 0 && r0 + 8 <= H && c0 + 8 <= W;
+    alignas(64) float pad[64 * V::width];
+    alignas(64) float tmp[64 * V::width];
+    for (index_t cv = 0; cv < ci; cv += V::width) {
+        const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
+        const float* base;
+        index_t row_step, px_step;
+        if (inside && lanes == V::width) {
+            base = xn + (r0 * W + c0) * ci + cv, row_step = W * ci, px_step = ci;
+        } else {  // border tiles and partial vectors: a zero-padded copy, as winograd_input_tile
+            for (int i = 0; i < 8; ++i)
+                for (int j = 0; j < 8; ++j) {
+                    const index_t r = r0 + i, c = c0 + j;
+                    typename V::reg v = V::zero();
+                    if (r >= 0 && r < H && c >= 0 && c < W) {
+                        const float* px = xn + (r * W + c) * ci + cv;
+                        v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
+                    }
+                    V::store(pad + (i * 8 + j) * V::width, v);
+                }
+            base = pad, row_step = 8 * V::width, px_step = V::width;
+        }
+        DESPECK_UNROLL
+        for (int i = 0; i < 8; ++i) {  // rows: tmp[i, :] = B^T d[i, :]
+            const float* row = base + i * row_step;
+            typename V::reg d[8], out[8];
+            DESPECK_UNROLL
+            for (int j = 0; j < 8; ++j) d[j] = V::load(row + j * px_step);
+            winograd6_bt(d, out);
+            DESPECK_UNROLL
+            for (int j = 0; j < 8; ++j) V::store(tmp + (i * 8 + j) * V::width, out[j]);
+        }
+        DESPECK_UNROLL
+        for (int j = 0; j < 8; ++j) {  // columns: V[:, j] = B^T tmp[:, j]
+            typename V::reg col[8], out[8];
+            DESPECK_UNROLL
+            for (int i = 0; i < 8; ++i) col[i] = V::load(tmp + (i * 8 + j) * V::width);
+            winograd6_bt(col, out);
+            DESPECK_UNROLL
+            for (int i = 0; i < 8; ++i) {
+                float* q = dst + (i * 8 + j) * ci + cv;
+                if (lanes == V::width)
+                    V::store(q, out[i]);
+                else
+                    V::store_part(q, out[i], lanes);
+            }
+        }
+    }
+}
+
+// A^T m A of one tile's 64 products (F(6x6, 3x3)), plus bias and ReLU, stored at output pixel
+// (r0, c0) of yn [H,W,co] and cropped at the image's edges. stream: whole tiles bypass the cache
+// (non-temporal stores; the caller fences).
+inline void winograd6_output_tile(const WinogradArgs& a, const float* m, float* yn, index_t r0, index_t c0, bool stream) {
+    const index_t H = a.H, W = a.W, co = a.co;
+    const int rows = static_cast<int>(std::min<index_t>(6, H - r0)), cols = static_cast<int>(std::min<index_t>(6, W - c0));
+    alignas(64) float tmp[48 * V::width];
+    for (index_t ov = 0; ov < co; ov += V::width) {
+        const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
+        const float* mt = m + ov;
+        DESPECK_UNROLL
+        for (int j = 0; j < 8; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
+            typename V::reg col[8], out[6];
+            DESPECK_UNROLL
+            for (int i = 0; i < 8; ++i) col[i] = lanes == V::width ? V::load(mt + (i * 8 + j) * co) : V::load_part(mt + (i * 8 + j) * co, lanes);
+            winograd6_at(col, out);
+            DESPECK_UNROLL
+            for (int i = 0; i < 6; ++i) V::store(tmp + (i * 8 + j) * V::width, out[i]);
+        }
+        const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
+        if (rows == 6 && cols == 6 && lanes == V::width && !a.accumulate) {  // whole tiles: unrolled, no tests
+            DESPECK_UNROLL
+            for (int i = 0; i < 6; ++i) {
+                typename V::reg row[8], out[6];
+                DESPECK_UNROLL
+                for (int j = 0; j < 8; ++j) row[j] = V::load(tmp + (i * 8 + j) * V::width);
+                winograd6_at(row, out);
+                float* dst = yn + ((r0 + i) * W + c0) * co + ov;
+                DESPECK_UNROLL
+                for (int j = 0; j < 6; ++j) {
+                    typename V::reg v = V::add(out[j], b);
+                    if (a.relu) v = V::max(v, V::zero());
+                    if (stream)
+                        V::stream(dst + j * co, v);
+                    else
+                        V::store(dst + j * co, v);
+                }
+            }
+            continue;
+        }
+        for (int i = 0; i < rows; ++i) {  // rows: Y[i, :] = A^T tmp[i, :]
+            typename V::reg row[8], out[6];
+            DESPECK_UNROLL
+            for (int j = 0; j < 8; ++j) row[j] = V::load(tmp + (i * 8 + j) * V::width);
+            winograd6_at(row, out);
+            float* dst = yn + ((r0 + i) * W + c0) * co + ov;
+            for (int j = 0; j < cols; ++j, dst += co) {
+                typename V::reg v = V::add(out[j], b);
+                if (a.relu) v = V::max(v, V::zero());
+                if (a.accumulate) v = V::add(v, lanes == V::width ? V::load(dst) : V::load_part(dst, lanes));
+                if (lanes == V::width)
+                    V::store(dst, v);
+                else
+                    V::store_part(dst, v, lanes);
+            }
+        }
+    }
+}
+
+// One work item: tiles [t0, t1) of tile row th of image n, for output tiles of M x M pixels
+// (M = 4: F(4x4,3x3), P = 36 points; M = 6: F(6x6,3x3), P = 64). scratch: P * (t1 - t0) * (ci + co)
+// floats.
+//   U[t][p][c]  transformed input (P points p), M[t][p][o] = sum_c U[t][p][c] * Wt[p][c][o]
 // Tile-major, so each transform reads and writes one contiguous block per tile.
-inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* scratch) {
+template <int Mt>
+inline void winograd_item_m(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* scratch) {
+    constexpr int P = (Mt + 2) * (Mt + 2);
     const index_t H = a.H, W = a.W, ci = a.ci, co = a.co, nt = t1 - t0;
     float* U = scratch;
-    float* M = scratch + 36 * nt * ci;
+    float* M = scratch + P * nt * ci;
     const float* xn = a.x + n * H * W * ci;
     // 1. input transform into U, tile-major.
-    for (index_t t = 0; t < nt; ++t) winograd_input_tile(xn, H, W, ci, th * 4 - 1, (t0 + t) * 4 - 1, U + t * 36 * ci, ci);
-    // 2. 36 products [nt x ci] x [ci x co] with the direct kernel's register tiles (a 1x1 "conv").
+    for (index_t t = 0; t < nt; ++t) {
+        if constexpr (Mt == 4)
+            winograd_input_tile(xn, H, W, ci, th * 4 - 1, (t0 + t) * 4 - 1, U + t * P * ci, ci);
+        else
+            winograd6_input_tile(xn, H, W, ci, th * 6 - 1, (t0 + t) * 6 - 1, U + t * P * ci);
+    }
+    // 2. P products [nt x ci] x [ci x co] with the direct kernel's register tiles (a 1x1 "conv").
     const BlockEpilogue none{nullptr, nullptr, false};
     const index_t chunk = static_cast<index_t>(V::max_nv) * V::width;
-    for (int p = 0; p < 36; ++p) {
+    for (int p = 0; p < P; ++p) {
         const float* Up = U + p * ci;
         float* Mp = M + p * co;
         const float* Wp = a.wt + p * ci * a.cop;
@@ -345,82 +571,41 @@ inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t 
             const int nv = (lanes + V::width - 1) / V::width;
             for (index_t t = 0; t < nt;) {
                 const int rw = next_block_width(nt - t);
-                const float* rows[1] = {Up + t * 36 * ci};
-                float* y = Mp + t * 36 * co + o0;
+                const float* rows[1] = {Up + t * P * ci};
+                float* y = Mp + t * P * co + o0;
                 switch (nv) {
-                    case 1: forward_block_any<1>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
-                    case 2: forward_block_any<2>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
-                    case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
-                    case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, 1, ci, 36 * ci, Wp + o0, a.cop, nullptr, y, 36 * co, lanes, false, none); break;
+                    case 1: forward_block_any<1>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
+                    case 2: forward_block_any<2>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
+                    case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
+                    case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
                     default: break;
                 }
                 t += rw;
             }
         }
     }
-    // 3. output transform, bias and ReLU; tiles that overhang the image are cropped. Full vectors
-    // of whole tiles (all but the right and bottom edges) take an unrolled path without tests.
+    // 3. output transform, bias and ReLU. An F(6x6) output larger than the caches (fast
+    // inference on a big tile) would be evicted before the next layer reads it, so it skips them:
+    // non-temporal stores save reading each line in before writing it. Every pixel vector is then
+    // aligned: y on the vector size, co a multiple of the width.
     float* yn = a.y + n * H * W * co;
+    constexpr index_t stream_bytes = index_t(16) << 20;
+    const bool stream = Mt == 6 && !a.accumulate && a.N * H * W * co * index_t(sizeof(float)) > stream_bytes &&
+                        co % V::width == 0 && reinterpret_cast<std::uintptr_t>(a.y) % (V::width * sizeof(float)) == 0;
     for (index_t t = 0; t < nt; ++t) {
-        const index_t r0 = th * 4, c0 = (t0 + t) * 4;
-        const bool whole = r0 + 4 <= H && c0 + 4 <= W;
-        for (index_t ov = 0; ov < co; ov += V::width) {
-            const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
-            const float* mt = M + t * 36 * co + ov;
-            typename V::reg tmp[4][6];
-            const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
-            if (whole && lanes == V::width) {
-                DESPECK_UNROLL
-                for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
-                    typename V::reg col[6], out[4];
-                    DESPECK_UNROLL
-                    for (int i = 0; i < 6; ++i) col[i] = V::load(mt + (i * 6 + j) * co);
-                    winograd_at(col, out);
-                    DESPECK_UNROLL
-                    for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
-                }
-                DESPECK_UNROLL
-                for (int i = 0; i < 4; ++i) {
-                    typename V::reg out[4];
-                    winograd_at(tmp[i], out);
-                    DESPECK_UNROLL
-                    for (int j = 0; j < 4; ++j) {
-                        typename V::reg v = V::add(out[j], b);
-                        if (a.relu) v = V::max(v, V::zero());
-                        float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
-                        if (a.accumulate) v = V::add(v, V::load(dst));
-                        V::store(dst, v);
-                    }
-                }
-                continue;
-            }
-            for (int j = 0; j < 6; ++j) {
-                typename V::reg col[6], out[4];
-                for (int i = 0; i < 6; ++i) {
-                    const float* src = mt + (i * 6 + j) * co;
-                    col[i] = lanes == V::width ? V::load(src) : V::load_part(src, lanes);
-                }
-                winograd_at(col, out);
-                for (int i = 0; i < 4; ++i) tmp[i][j] = out[i];
-            }
-            for (int i = 0; i < 4; ++i) {
-                if (r0 + i >= H) break;
-                typename V::reg out[4];
-                winograd_at(tmp[i], out);
-                for (int j = 0; j < 4; ++j) {
-                    if (c0 + j >= W) break;
-                    typename V::reg v = V::add(out[j], b);
-                    if (a.relu) v = V::max(v, V::zero());
-                    float* dst = yn + ((r0 + i) * W + c0 + j) * co + ov;
-                    if (a.accumulate) v = V::add(v, lanes == V::width ? V::load(dst) : V::load_part(dst, lanes));
-                    if (lanes == V::width)
-                        V::store(dst, v);
-                    else
-                        V::store_part(dst, v, lanes);
-                }
-            }
-        }
+        if constexpr (Mt == 4)
+            winograd_output_tile(a, M + t * P * co, yn, th * 4, (t0 + t) * 4);
+        else
+            winograd6_output_tile(a, M + t * P * co, yn, th * 6, (t0 + t) * 6, stream);
     }
+    if (stream) V::fence();  // order the non-temporal stores before the layer's end barrier
+}
+
+inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* scratch) {
+    if (a.m == 6)
+        winograd_item_m<6>(a, n, th, t0, t1, scratch);
+    else
+        winograd_item_m<4>(a, n, th, t0, t1, scratch);
 }
 
 // ---- Winograd F(4x4, 3x3) backward-weights (training) ----------------------------------------
