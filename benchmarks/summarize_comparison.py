@@ -49,6 +49,9 @@ def parse(path):
             continue
         doc = json.loads(text[start:])
         for b in doc.get("benchmarks", []):
+            # With --benchmark_repetitions only the median counts (onednn_conv reports medians too).
+            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+                continue
             p = int(re.search(r"pass:(\d)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
                     "winograd_backward_data", "winograd_backward_weights", "winograd6_forward"][p]
