@@ -46,7 +46,7 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
-        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {1, 9, 1}, {2, 5, 6}, {1, 13, 11}, {1, 17, 30}, {1, 8, 103}})
+        for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {1, 9, 1}, {2, 5, 6}, {1, 13, 11}, {1, 17, 30}, {1, 8, 103}, {2, 13, 14}})
             for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 3}, {2, 64}, {17, 33}, {64, 64}, {64, 2}}) {
                 CAPTURE(H);
                 CAPTURE(W);
@@ -68,7 +68,8 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
                 CHECK(kernels::last_direct_isa() == isa);
                 CHECK(deviation(y, expect_bn) <= 2e-6);
                 // Winograd F(4x4,3x3) and F(6x6,3x3): sizes that are not multiples of the tile leave
-                // partial tiles on the right and bottom; 8x103 spans two blocks of tiles.
+                // partial tiles on the right and bottom; 8x103 spans two blocks of tiles; 2x13x14
+                // has whole F(6x6) tiles in the second image too.
                 for (int tile : {4, 6}) {
                     CAPTURE(tile);
                     Tensor<float> yw(conv.shape(), 99.f);
@@ -82,21 +83,34 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
 }
 
 TEST_CASE("Winograd F(6x6,3x3) on an output larger than the caches (non-temporal stores) matches direct convolution") {
-    // 1 x 262 x 262 x 64 floats is 17.6 MB, over the 16 MiB past which F(6x6) stores bypass the
-    // cache; 262 = 43 tiles of 6 and 4 pixels, so edge tiles take the cropped, cached path.
+    // 2 x 187 x 187 x 64 floats is 17.9 MB, over the 16 MiB past which F(6x6) stores bypass the
+    // cache (AVX-512 only: its stores fill whole cache lines); 187 = 31 tiles of 6 and 1 pixel, so
+    // edge tiles take the cropped, cached path.
     KernelChoiceGuard guard;
     Rng rng(23);
-    const Tensor<float> x = uniform_tensor(Shape{1, 262, 262, 64}, rng), w = uniform_tensor(Shape{3, 3, 64, 64}, rng),
+    const Tensor<float> x = uniform_tensor(Shape{2, 187, 187, 64}, rng), w = uniform_tensor(Shape{3, 3, 64, 64}, rng),
                         b = uniform_tensor(Shape{64}, rng);
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
-        Tensor<float> exact(Shape{1, 262, 262, 64}), fast(exact.shape(), 99.f);
-        kernels::run_prepared_conv(kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, true), x.view(), exact.view());
-        kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, 6), x.view(), fast.view());
-        CHECK(kernels::last_direct_isa() == isa);
-        CHECK(deviation(fast, exact) <= 5e-5);
+        for (bool relu : {true, false}) {
+            CAPTURE(relu);
+            Tensor<float> exact(Shape{2, 187, 187, 64}), fast(exact.shape(), 99.f);
+            kernels::run_prepared_conv(kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, relu), x.view(), exact.view());
+            kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), relu, 6), x.view(), fast.view());
+            CHECK(kernels::last_direct_isa() == isa);
+            CHECK(kernels::last_winograd_streamed() == (isa == kernels::simd_isa::avx512));
+            CHECK(deviation(fast, exact) <= 5e-5);
+        }
     }
+    // Below the threshold, and always for F(4x4), the stores stay cached.
+    const Tensor<float> small = uniform_tensor(Shape{1, 40, 40, 64}, rng);
+    Tensor<float> y(Shape{1, 40, 40, 64});
+    kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, 6), small.view(), y.view());
+    CHECK_FALSE(kernels::last_winograd_streamed());
+    Tensor<float> big(Shape{2, 187, 187, 64});
+    kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, 4), x.view(), big.view());
+    CHECK_FALSE(kernels::last_winograd_streamed());
 }
 
 TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses non-3x3 weights and other tiles") {

@@ -163,6 +163,7 @@ struct WinogradArgs {
     bool relu = false;
     bool accumulate = false;  // y += result (backward-data); relu must be off then
     int m = 4;                // output tile: 4 for F(4x4,3x3), 6 for F(6x6,3x3)
+    bool stream = false;      // F(6x6): whole tiles' stores bypass the cache (see run_winograd)
 };
 
 // Winograd F(4x4, 3x3) backward-weights, one chunk of tiles at a time: transformed x and dy of up
@@ -394,6 +395,10 @@ inline std::atomic<simd_isa>& last_isa() {
     static std::atomic<simd_isa> s{simd_isa::scalar};
     return s;
 }
+inline std::atomic<bool>& last_streamed() {
+    static std::atomic<bool> s{false};
+    return s;
+}
 
 inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 
@@ -470,6 +475,8 @@ inline Tensor<float> pack_weights(TensorView<const float> w, bool rotate, index_
 
 // The instruction set of the most recent direct-kernel call (tests prove the forced path ran).
 inline simd_isa last_direct_isa() { return detail_direct::last_isa(); }
+// Whether the most recent Winograd forward wrote its output with non-temporal stores.
+inline bool last_winograd_streamed() { return detail_direct::last_streamed(); }
 
 // y = conv(x, w) + b (b may be empty); y += ... when accumulate.
 inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const float> w, TensorView<const float> b,
@@ -650,7 +657,8 @@ inline PreparedConv prepare_conv_direct(TensorView<const float> w, TensorView<co
 namespace detail_direct {
 // Wt[(i,j)][c][o] = sum_{a,b} G[i][a] G[j][b] w[a][b][c][o], the Winograd F(Mt x Mt, 3x3) weight
 // transform G g G^T, as a [(Mt+2)^2 x 9] matrix (point (Mt+2)i+j, tap 3a+b) computed in double.
-// Its transpose maps transformed-domain weight gradients back to the taps: dw = G^T dWt G.
+// For Mt = 4 its transpose also maps backward-weights' transformed-domain gradients back to the
+// taps: dw = G^T dWt G.
 template <int Mt = 4>
 inline const std::array<std::array<float, 9>, (Mt + 2) * (Mt + 2)>& winograd_weight_coefficients() {
     static_assert(Mt == 4 || Mt == 6, "Winograd: F(4x4,3x3) or F(6x6,3x3)");
@@ -722,10 +730,10 @@ inline void transform_winograd_weights(TensorView<const float> w, PreparedConv& 
 // transforms' own arithmetic make the result differ from direct convolution by about 1e-6
 // relative per layer for m = 4 and about twice that for m = 6 (tested).
 inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu, int tile = 4) {
-    if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
-        detail::fail<shape_error>("prepare_conv_winograd: Winograd F(", tile, "x", tile, ",3x3) needs 3x3 weights, got ", w.shape);
     if (tile != 4 && tile != 6)
         detail::fail<value_error>("prepare_conv_winograd: output tile ", tile, " (F(4x4,3x3) or F(6x6,3x3): 4 or 6)");
+    if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
+        detail::fail<shape_error>("prepare_conv_winograd: Winograd F(", tile, "x", tile, ",3x3) needs 3x3 weights, got ", w.shape);
     PreparedConv p;
     p.method = PreparedConv::Method::winograd;
     p.winograd_tile = tile;
@@ -744,10 +752,21 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
 
 namespace detail_direct {
 // Items: (image, tile row, block of tiles); a block's transformed input and products stay in L2
-// between the three steps: F(4x4): 24 tiles, 36 x 24 x (ci + co) floats, 221 KiB at 64 channels;
-// F(6x6): 16 tiles, 64 x 16 x (ci + co) floats, 256 KiB.
-inline void run_winograd(const WinogradArgs& a, const IsaTable& t) {
+// between the three steps: F(4x4): 24 tiles, 36 x 24 x (ci + co) floats, 432 KiB for 64 -> 64;
+// F(6x6): 16 tiles, 64 x 16 x (ci + co) floats, 512 KiB.
+//
+// An F(6x6) output larger than the caches (fast inference on a big tile: 512x512x64 is 64 MiB)
+// would be evicted before the next layer reads it, so whole tiles skip them: non-temporal stores
+// save reading each line in before overwriting it. Only where every store fills a whole 64-byte
+// line (AVX-512 vectors, co a multiple of 16, y aligned): half-line streams, 36 stores apart,
+// would outrun the core's write-combining buffers.
+inline void run_winograd(WinogradArgs a, const IsaTable& t) {
+    if (a.m != 4 && a.m != 6) detail::fail<value_error>("Winograd: output tile ", a.m, " (4 or 6)");
     const index_t m = a.m, points = (m + 2) * (m + 2), block = m == 4 ? 24 : 16;
+    constexpr index_t stream_bytes = index_t(16) << 20;
+    a.stream = m == 6 && !a.accumulate && t.width * index_t(sizeof(float)) == 64 && a.co % t.width == 0 &&
+               reinterpret_cast<std::uintptr_t>(a.y) % 64 == 0 && a.N * a.H * a.W * a.co * index_t(sizeof(float)) > stream_bytes;
+    last_streamed() = a.stream;
     const index_t tile_rows = (a.H + m - 1) / m, tile_cols = (a.W + m - 1) / m;
     const index_t blocks = (tile_cols + block - 1) / block;
     const index_t items = a.N * tile_rows * blocks;

@@ -241,7 +241,7 @@ inline void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t
     }
 }
 
-// ---- Winograd F(4x4, 3x3) forward (fast inference) -------------------------------------------
+// ---- Winograd F(4x4, 3x3) forward (training's forward and backward-data) ---------------------
 // Y = A^T [ (G g G^T) . (B^T d B) ] A per 4x4 output tile, d the 6x6 input tile around it
 // (Lavin & Gray 2016). Channels are the vector lanes throughout, as NHWC lays them out.
 
@@ -584,21 +584,15 @@ inline void winograd_item_m(const WinogradArgs& a, index_t n, index_t th, index_
             }
         }
     }
-    // 3. output transform, bias and ReLU. An F(6x6) output larger than the caches (fast
-    // inference on a big tile) would be evicted before the next layer reads it, so it skips them:
-    // non-temporal stores save reading each line in before writing it. Every pixel vector is then
-    // aligned: y on the vector size, co a multiple of the width.
+    // 3. output transform, bias and ReLU (a.stream: see run_winograd).
     float* yn = a.y + n * H * W * co;
-    constexpr index_t stream_bytes = index_t(16) << 20;
-    const bool stream = Mt == 6 && !a.accumulate && a.N * H * W * co * index_t(sizeof(float)) > stream_bytes &&
-                        co % V::width == 0 && reinterpret_cast<std::uintptr_t>(a.y) % (V::width * sizeof(float)) == 0;
     for (index_t t = 0; t < nt; ++t) {
         if constexpr (Mt == 4)
             winograd_output_tile(a, M + t * P * co, yn, th * 4, (t0 + t) * 4);
         else
-            winograd6_output_tile(a, M + t * P * co, yn, th * 6, (t0 + t) * 6, stream);
+            winograd6_output_tile(a, M + t * P * co, yn, th * 6, (t0 + t) * 6, a.stream);
     }
-    if (stream) V::fence();  // order the non-temporal stores before the layer's end barrier
+    if (Mt == 6 && a.stream) V::fence();  // order the non-temporal stores before the layer's end barrier
 }
 
 inline void winograd_item(const WinogradArgs& a, index_t n, index_t th, index_t t0, index_t t1, float* scratch) {
