@@ -402,6 +402,11 @@ inline std::atomic<bool>& last_streamed() {
 
 inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 
+// Winograd F(m x m, 3x3) exists for output tiles m = 4 and 6.
+inline void check_winograd_tile(const char* where, int m) {
+    if (m != 4 && m != 6) detail::fail<value_error>(where, ": output tile ", m, " (F(4x4,3x3) or F(6x6,3x3): 4 or 6)");
+}
+
 inline void check_kernel(const char* where, index_t K) {
     if (K < 1 || K % 2 == 0 || K > 15)
         detail::fail<shape_error>(where, ": direct kernels take odd kernel sizes 1..15, got ", K);
@@ -730,8 +735,7 @@ inline void transform_winograd_weights(TensorView<const float> w, PreparedConv& 
 // transforms' own arithmetic make the result differ from direct convolution by about 1e-6
 // relative per layer for m = 4 and about twice that for m = 6 (tested).
 inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu, int tile = 4) {
-    if (tile != 4 && tile != 6)
-        detail::fail<value_error>("prepare_conv_winograd: output tile ", tile, " (F(4x4,3x3) or F(6x6,3x3): 4 or 6)");
+    detail_direct::check_winograd_tile("prepare_conv_winograd", tile);
     if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
         detail::fail<shape_error>("prepare_conv_winograd: Winograd F(", tile, "x", tile, ",3x3) needs 3x3 weights, got ", w.shape);
     PreparedConv p;
@@ -761,7 +765,7 @@ namespace detail_direct {
 // line (AVX-512 vectors, co a multiple of 16, y aligned): half-line streams, 36 stores apart,
 // would outrun the core's write-combining buffers.
 inline void run_winograd(WinogradArgs a, const IsaTable& t) {
-    if (a.m != 4 && a.m != 6) detail::fail<value_error>("Winograd: output tile ", a.m, " (4 or 6)");
+    check_winograd_tile("Winograd", a.m);
     const index_t m = a.m, points = (m + 2) * (m + 2), block = m == 4 ? 24 : 16;
     constexpr index_t stream_bytes = index_t(16) << 20;
     a.stream = m == 6 && !a.accumulate && t.width * index_t(sizeof(float)) == 64 && a.co % t.width == 0 &&

@@ -268,35 +268,42 @@ inline void winograd_at(const typename V::reg m[6], typename V::reg o[4]) {
     o[3] = V::add(V::add(d12, V::mul(eight, d34)), m[5]);
 }
 
+// Where the transforms read the A x A window at top-left pixel (r0, c0) of image img [H,W,C], channels
+// [cv, cv + lanes): straight from the image when the window lies inside it and the vector is
+// full, else from `pad` (A*A vectors), a copy with zeros for pixels outside the image. Either way
+// the A*A loads that follow are unconditional and independent, so cache misses overlap instead of
+// queueing behind branches.
+struct TileWindow {
+    const float* base;
+    index_t row_step, px_step;
+};
+template <int A>
+inline TileWindow tile_window(const float* img, index_t H, index_t W, index_t C, index_t r0, index_t c0, index_t cv,
+                              int lanes, float* pad) {
+    if (r0 >= 0 && c0 >= 0 && r0 + A <= H && c0 + A <= W && lanes == V::width)
+        return {img + (r0 * W + c0) * C + cv, W * C, C};
+    for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) {
+            const index_t r = r0 + i, c = c0 + j;
+            typename V::reg v = V::zero();
+            if (r >= 0 && r < H && c >= 0 && c < W) {
+                const float* px = img + (r * W + c) * C + cv;
+                v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
+            }
+            V::store(pad + (i * A + j) * V::width, v);
+        }
+    return {pad, A * V::width, V::width};
+}
+
 // B^T d B of the 6x6 input tile whose top-left pixel is (r0, c0) of image xn [H,W,ci], a vector of
 // channels at a time; pixels outside the image are zero. Point p = 6i + j of channel c goes to
 // dst[p * pstride + c] (both callers pass pstride = ci: one tile's 36 points are contiguous).
 inline void winograd_input_tile(const float* xn, index_t H, index_t W, index_t ci, index_t r0, index_t c0, float* dst,
                                 index_t pstride) {
-    // Tiles wholly inside the image load straight from it; border tiles first copy their window,
-    // zero-padded, into `pad`. Either way the 36 loads below are unconditional and independent,
-    // so cache misses on x overlap instead of queueing behind branches.
-    const bool inside = r0 >= 0 && c0 >= 0 && r0 + 6 <= H && c0 + 6 <= W;
     alignas(64) float pad[36 * V::width];
     for (index_t cv = 0; cv < ci; cv += V::width) {
         const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
-        const float* base;
-        index_t row_step, px_step;
-        if (inside && lanes == V::width) {
-            base = xn + (r0 * W + c0) * ci + cv, row_step = W * ci, px_step = ci;
-        } else {
-            for (int i = 0; i < 6; ++i)
-                for (int j = 0; j < 6; ++j) {
-                    const index_t r = r0 + i, c = c0 + j;
-                    typename V::reg v = V::zero();
-                    if (r >= 0 && r < H && c >= 0 && c < W) {
-                        const float* px = xn + (r * W + c) * ci + cv;
-                        v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
-                    }
-                    V::store(pad + (i * 6 + j) * V::width, v);
-                }
-            base = pad, row_step = 6 * V::width, px_step = V::width;
-        }
+        const auto [base, row_step, px_step] = tile_window<6>(xn, H, W, ci, r0, c0, cv, lanes, pad);
         typename V::reg tmp[6][6];
         DESPECK_UNROLL
         for (int j = 0; j < 6; ++j) {  // columns: tmp[:, j] = B^T d[:, j]
@@ -431,28 +438,11 @@ inline void winograd6_at(const typename V::reg m[8], typename V::reg o[6]) {
 // B^T d B of the 8x8 input tile whose top-left pixel is (r0, c0) of image xn [H,W,ci]; pixels
 // outside the image are zero. Point p = 8i + j of channel c goes to dst[p * ci + c].
 inline void winograd6_input_tile(const float* xn, index_t H, index_t W, index_t ci, index_t r0, index_t c0, float* dst) {
-    const bool inside = r0 >= 0 && c0 >= 0 && r0 + 8 <= H && c0 + 8 <= W;
     alignas(64) float pad[64 * V::width];
     alignas(64) float tmp[64 * V::width];
     for (index_t cv = 0; cv < ci; cv += V::width) {
         const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
-        const float* base;
-        index_t row_step, px_step;
-        if (inside && lanes == V::width) {
-            base = xn + (r0 * W + c0) * ci + cv, row_step = W * ci, px_step = ci;
-        } else {  // border tiles and partial vectors: a zero-padded copy, as winograd_input_tile
-            for (int i = 0; i < 8; ++i)
-                for (int j = 0; j < 8; ++j) {
-                    const index_t r = r0 + i, c = c0 + j;
-                    typename V::reg v = V::zero();
-                    if (r >= 0 && r < H && c >= 0 && c < W) {
-                        const float* px = xn + (r * W + c) * ci + cv;
-                        v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
-                    }
-                    V::store(pad + (i * 8 + j) * V::width, v);
-                }
-            base = pad, row_step = 8 * V::width, px_step = V::width;
-        }
+        const auto [base, row_step, px_step] = tile_window<8>(xn, H, W, ci, r0, c0, cv, lanes, pad);
         DESPECK_UNROLL
         for (int i = 0; i < 8; ++i) {  // rows: tmp[i, :] = B^T d[i, :]
             const float* row = base + i * row_step;
@@ -625,29 +615,11 @@ inline void winograd_a(const typename V::reg v[4], typename V::reg o[6]) {
 // image are zero (the forward cropped them). Point p of channel o goes to dst[p * pstride + o].
 inline void winograd_grad_tile(const float* dyn, index_t H, index_t W, index_t co, index_t r0, index_t c0, float* dst,
                                index_t pstride) {
-    // dy tiles start at (4 th, 4 tw) >= 0, so only the bottom and right edges overhang; those tiles
-    // load through `pad` as in winograd_input_tile.
-    const bool inside = r0 + 4 <= H && c0 + 4 <= W;
+    // dy tiles start at (4 th, 4 tw) >= 0, so only the bottom and right edges overhang.
     alignas(64) float pad[16 * V::width];
     for (index_t ov = 0; ov < co; ov += V::width) {
         const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
-        const float* base;
-        index_t row_step, px_step;
-        if (inside && lanes == V::width) {
-            base = dyn + (r0 * W + c0) * co + ov, row_step = W * co, px_step = co;
-        } else {
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) {
-                    const index_t r = r0 + i, c = c0 + j;
-                    typename V::reg v = V::zero();
-                    if (r < H && c < W) {
-                        const float* px = dyn + (r * W + c) * co + ov;
-                        v = lanes == V::width ? V::load(px) : V::load_part(px, lanes);
-                    }
-                    V::store(pad + (i * 4 + j) * V::width, v);
-                }
-            base = pad, row_step = 4 * V::width, px_step = V::width;
-        }
+        const auto [base, row_step, px_step] = tile_window<4>(dyn, H, W, co, r0, c0, ov, lanes, pad);
         typename V::reg tmp[6][4];
         DESPECK_UNROLL
         for (int j = 0; j < 4; ++j) {  // columns: tmp[:, j] = A g[:, j]
