@@ -19,8 +19,8 @@ costs about 13 us per 4 KiB page (a 64 MiB activation: about 210 ms). benchmarks
 therefore runs this script under jemalloc with page purging disabled (LD_PRELOAD, MALLOC_CONF; in
 the spirit of PyTorch's CPU performance guide, which recommends jemalloc with very long decay
 times), and once more with the stock allocator for reference. Inference takes each configuration's
-median of --repeats runs and the best configuration, where time_train_step times despeck once:
-that favours PyTorch.
+median of --repeats runs and the best configuration, where time_train_step takes the median of
+its own --repeats runs of its one configuration: the choice of configuration favours PyTorch.
 
 Prints lines in the same form as time_train_step, so benchmarks/compare_all.sh can put them side
 by side: per-variant lines start with "variant", the baseline lines with "training step" and

@@ -2,12 +2,14 @@
 // 64 filters, batch 16 of 40x40x2, both losses, Adam) and clean-branch inference on a tile.
 // Speed comparisons with PyTorch and oneDNN belong to benchmarks/; this prints the plain time.
 //
-//   time_train_step [--steps 3] [--tile 256] [--threads N]
+//   time_train_step [--steps 3] [--tile 256] [--repeats 3] [--threads N]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "despeck/despeck.hpp"
 
@@ -15,9 +17,11 @@ using namespace despeck;
 
 int main(int argc, char** argv) {
     CLI::App app{"Time the full-size deSpeckNet training step and clean-branch inference"};
-    int steps = 3, tile = 256, threads = 0;
+    int steps = 3, tile = 256, repeats = 3, threads = 0;
     app.add_option("--steps", steps, "timed training steps after one warm-up (0: inference only)")->check(CLI::NonNegativeNumber);
     app.add_option("--tile", tile, "side of the inference tile (0: skip)")->check(CLI::NonNegativeNumber);
+    app.add_option("--repeats", repeats, "timed inference runs per mode, after one warm-up; the median counts")
+        ->check(CLI::PositiveNumber);
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
     std::string conv = "automatic";
     app.add_option("--conv", conv, "training convolutions: automatic (Winograd where it applies), direct (exact fp32), "
@@ -62,11 +66,21 @@ int main(int argc, char** argv) {
             for (const auto mode : {InferenceMode::exact, InferenceMode::fast}) {
                 const char* name = mode == InferenceMode::exact ? "exact" : "fast";
                 (void)model.predict_clean(img.view(), mode);  // warm-up: first-touch pages, packing
-                const auto t1 = clock::now();
-                const Tensor<float> out = model.predict_clean(img.view(), mode);
-                const double s = std::chrono::duration<double>(clock::now() - t1).count();
-                std::printf("clean-branch inference (%s) %dx%dx2: %.3f s  (%.3f Mpx/s)\n", name, tile, tile, s,
-                            double(tile) * tile / s / 1e6);
+                // The median of --repeats runs, the statistic benchmarks/pytorch_despecknet.py
+                // reports for PyTorch.
+                std::vector<double> runs;
+                for (int r = 0; r < repeats; ++r) {
+                    const auto t1 = clock::now();
+                    const Tensor<float> out = model.predict_clean(img.view(), mode);
+                    runs.push_back(std::chrono::duration<double>(clock::now() - t1).count());
+                }
+                std::vector<double> sorted = runs;
+                std::sort(sorted.begin(), sorted.end());
+                const double s = sorted[sorted.size() / 2], px = double(tile) * tile;
+                std::printf("clean-branch inference (%s) %dx%dx2: %.3f s  (%.3f Mpx/s)  median of %d runs, Mpx/s:", name, tile,
+                            tile, s, px / s / 1e6, repeats);
+                for (double t : runs) std::printf(" %.3f", px / t / 1e6);
+                std::printf("\n");
             }
         }
     } catch (const std::exception& e) {

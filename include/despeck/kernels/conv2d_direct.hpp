@@ -755,9 +755,10 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
 }
 
 namespace detail_direct {
-// Items: (image, tile row, block of tiles); a block's transformed input and products stay in L2
-// between the three steps: F(4x4): 24 tiles, 36 x 24 x (ci + co) floats, 432 KiB for 64 -> 64;
-// F(6x6): 16 tiles, 64 x 16 x (ci + co) floats, 512 KiB.
+// Items: (image, tile row, block of 24 tiles); a block's transformed input and products stay in
+// L2 between the three steps: 36 (F(4x4)) or 64 (F(6x6)) x 24 x (ci + co) floats, 432 or 768 KiB
+// for 64 -> 64. 24 tiles are four register blocks of 6 (AVX-512), each reusing a point's weights
+// from L1; 16 tiles (6 + 6 + 4, 512 KiB) ran F(6x6) inference 3-7% slower (interleaved A/B).
 //
 // An F(6x6) output larger than the caches (fast inference on a big tile: 512x512x64 is 64 MiB)
 // would be evicted before the next layer reads it, so whole tiles skip them: non-temporal stores
@@ -766,7 +767,7 @@ namespace detail_direct {
 // would outrun the core's write-combining buffers.
 inline void run_winograd(WinogradArgs a, const IsaTable& t) {
     check_winograd_tile("Winograd", a.m);
-    const index_t m = a.m, points = (m + 2) * (m + 2), block = m == 4 ? 24 : 16;
+    const index_t m = a.m, points = (m + 2) * (m + 2), block = 24;
     constexpr index_t stream_bytes = index_t(16) << 20;
     a.stream = m == 6 && !a.accumulate && t.width * index_t(sizeof(float)) == 64 && a.co % t.width == 0 &&
                reinterpret_cast<std::uintptr_t>(a.y) % 64 == 0 && a.N * a.H * a.W * a.co * index_t(sizeof(float)) > stream_bytes;
