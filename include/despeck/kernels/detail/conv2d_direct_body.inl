@@ -530,6 +530,23 @@ inline void winograd6_output_tile(const WinogradArgs& a, const float* m, float* 
     }
 }
 
+// Prefetches (into L1) the Mt columns that tile `tile` of tile row th adds to the input window of
+// the tile before it, 8 (F(6x6)) or 6 (F(4x4)) rows of them. Called two tiles ahead: a window's
+// loads would otherwise wait on memory (fast inference reads a 512x512x64 activation, 64 MiB, from
+// DRAM) with the transform's arithmetic idle. In interleaved A/B runs, 512x512 fast inference ran
+// 3-10% faster with it and the training step about 4%; one tile ahead gained less, three no more.
+template <int Mt>
+inline void prefetch_window_columns(const float* xn, index_t H, index_t W, index_t ci, index_t th, index_t tile) {
+    const index_t c0 = tile * Mt + 1, c1 = std::min<index_t>(W, c0 + Mt);
+    if (c0 >= c1) return;
+    const index_t r0 = std::max<index_t>(0, th * Mt - 1), r1 = std::min<index_t>(H, th * Mt + Mt + 1);
+    const index_t bytes = (c1 - c0) * ci * index_t(sizeof(float));
+    for (index_t r = r0; r < r1; ++r) {
+        const char* p = reinterpret_cast<const char*>(xn + (r * W + c0) * ci);
+        for (index_t b = 0; b < bytes; b += 64) prefetch_into_l1(p + b);
+    }
+}
+
 // One work item: tiles [t0, t1) of tile row th of image n, for output tiles of M x M pixels
 // (M = 4: F(4x4,3x3), P = 36 points; M = 6: F(6x6,3x3), P = 64). scratch: P * (t1 - t0) * (ci + co)
 // floats.
@@ -544,6 +561,7 @@ inline void winograd_item_m(const WinogradArgs& a, index_t n, index_t th, index_
     const float* xn = a.x + n * H * W * ci;
     // 1. input transform into U, tile-major.
     for (index_t t = 0; t < nt; ++t) {
+        prefetch_window_columns<Mt>(xn, H, W, ci, th, t0 + t + 2);
         if constexpr (Mt == 4)
             winograd_input_tile(xn, H, W, ci, th * 4 - 1, (t0 + t) * 4 - 1, U + t * P * ci, ci);
         else
