@@ -76,7 +76,9 @@ int main(int argc, char** argv) {
                 }
                 std::vector<double> sorted = runs;
                 std::sort(sorted.begin(), sorted.end());
-                const double s = sorted[sorted.size() / 2], px = double(tile) * tile;
+                const std::size_t mid = sorted.size() / 2;
+                const double s = sorted.size() % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2,
+                             px = double(tile) * tile;
                 std::printf("clean-branch inference (%s) %dx%dx2: %.3f s  (%.3f Mpx/s)  median of %d runs, Mpx/s:", name, tile,
                             tile, s, px / s / 1e6, repeats);
                 for (double t : runs) std::printf(" %.3f", px / t / 1e6);

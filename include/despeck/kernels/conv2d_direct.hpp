@@ -118,7 +118,7 @@ inline void set_simd_isa(simd_isa s) {
 // A prefetch into L1 that the compiler keeps: GCC 12 deletes a loop whose body is only
 // __builtin_prefetch (it has no side effects the optimiser must keep).
 inline void prefetch_into_l1(const void* p) {
-#if defined(DESPECK_X86) && defined(__GNUC__)
+#if DESPECK_X86 && defined(__GNUC__)
     asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
 #else
     __builtin_prefetch(p, 0, 3);
