@@ -115,8 +115,10 @@ inline void set_simd_isa(simd_isa s) {
     detail_direct::selected_isa() = s;
 }
 
-// A prefetch into L1 that the compiler keeps: GCC 12 deletes a loop whose body is only
-// __builtin_prefetch (it has no side effects the optimiser must keep).
+// A prefetch into L1 that the compiler keeps. GCC 12 finds a function whose only statements are
+// __builtin_prefetch calls free of side effects (pure) and deletes the calls to it: the first
+// version of the window prefetch, a small function of its own, compiled to nothing. Volatile
+// assembly cannot be deleted.
 inline void prefetch_into_l1(const void* p) {
 #if DESPECK_X86 && defined(__GNUC__)
     asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
