@@ -118,7 +118,8 @@ inline void set_simd_isa(simd_isa s) {
 // A prefetch into L1 that the compiler keeps. GCC 12 finds a function whose only statements are
 // __builtin_prefetch calls free of side effects (pure) and deletes the calls to it: the first
 // version of the window prefetch, a small function of its own, compiled to nothing. Volatile
-// assembly cannot be deleted.
+// assembly cannot be deleted. For the kernels' bodies, not part of the API.
+namespace detail_direct {
 inline void prefetch_into_l1(const void* p) {
 #if DESPECK_X86 && defined(__GNUC__)
     asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
@@ -126,6 +127,7 @@ inline void prefetch_into_l1(const void* p) {
     __builtin_prefetch(p, 0, 3);
 #endif
 }
+}  // namespace detail_direct
 
 // ---- arguments shared by every instruction set ----------------------------------------------
 

@@ -543,7 +543,7 @@ inline void prefetch_window_columns(const float* xn, index_t H, index_t W, index
     const index_t bytes = (c1 - c0) * ci * index_t(sizeof(float));
     for (index_t r = r0; r < r1; ++r) {
         const char* p = reinterpret_cast<const char*>(xn + (r * W + c0) * ci);
-        for (index_t b = 0; b < bytes; b += 64) prefetch_into_l1(p + b);
+        for (index_t b = 0; b < bytes; b += 64) detail_direct::prefetch_into_l1(p + b);
     }
 }
 
