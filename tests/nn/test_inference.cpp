@@ -47,7 +47,7 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
         for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {1, 9, 1}, {2, 5, 6}, {1, 13, 11}, {1, 17, 30}, {1, 8, 151}, {2, 13, 14}})
-            for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 3}, {2, 64}, {17, 33}, {64, 64}, {64, 2}}) {
+            for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 3}, {2, 64}, {17, 33}, {16, 16}, {64, 64}, {80, 80}, {64, 2}}) {
                 CAPTURE(H);
                 CAPTURE(W);
                 CAPTURE(Ci);
@@ -70,10 +70,14 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
                 // Winograd F(4x4,3x3) and F(6x6,3x3): sizes that are not multiples of the tile leave
                 // partial tiles on the right and bottom; 8x151 spans two blocks of 24 tiles (26
                 // tiles of 6, 38 of 4); 2x13x14 has whole F(6x6) tiles in the second image too.
+                // The products overwrite the transformed input where ci == co fits one register
+                // tile of channels (16: every vector ISA; 64: AVX-512 only; 80: never).
+                const index_t tile_channels = isa == kernels::simd_isa::avx512 ? 64 : isa == kernels::simd_isa::avx2 ? 16 : 8;
                 for (int tile : {4, 6}) {
                     CAPTURE(tile);
                     Tensor<float> yw(conv.shape(), 99.f);
                     kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, tile), x.view(), yw.view());
+                    CHECK(kernels::last_winograd_in_place() == (Ci == Co && Co <= tile_channels));
                     CHECK(deviation(yw, expect_relu) <= 5e-5);
                     kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), false, tile), x.view(), yw.view());
                     CHECK(deviation(yw, conv) <= 5e-5);

@@ -549,7 +549,7 @@ inline void prefetch_window_columns(const float* xn, index_t H, index_t W, index
 
 // One work item: tiles [t0, t1) of tile row th of image n, for output tiles of M x M pixels
 // (M = 4: F(4x4,3x3), P = 36 points; M = 6: F(6x6,3x3), P = 64). scratch: P * (t1 - t0) * (ci + co)
-// floats.
+// floats, or P * (t1 - t0) * ci where a.in_place (M overwrites U, ci == co: see run_winograd).
 //   U[t][p][c]  transformed input (P points p), M[t][p][o] = sum_c U[t][p][c] * Wt[p][c][o]
 // Tile-major, so each transform reads and writes one contiguous block per tile.
 template <int Mt>
@@ -557,7 +557,7 @@ inline void winograd_item_m(const WinogradArgs& a, index_t n, index_t th, index_
     constexpr int P = (Mt + 2) * (Mt + 2);
     const index_t H = a.H, W = a.W, ci = a.ci, co = a.co, nt = t1 - t0;
     float* U = scratch;
-    float* M = scratch + P * nt * ci;
+    float* M = a.in_place ? scratch : scratch + P * nt * ci;
     const float* xn = a.x + n * H * W * ci;
     // 1. input transform into U, tile-major.
     for (index_t t = 0; t < nt; ++t) {
