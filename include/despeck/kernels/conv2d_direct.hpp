@@ -47,6 +47,13 @@
 #else
 #define DESPECK_UNROLL
 #endif
+// For small transforms whose vector arguments must stay in registers: an out-of-line call passes
+// them through memory (GCC 12 stopped inlining winograd6_bt once it had two callers).
+#if defined(__GNUC__)
+#define DESPECK_ALWAYS_INLINE [[gnu::always_inline]] inline
+#else
+#define DESPECK_ALWAYS_INLINE inline
+#endif
 
 namespace despeck::kernels {
 
@@ -295,7 +302,9 @@ struct V {
     static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
     static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
     static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
-    static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+    // Masked form with a as the source: _mm512_max_ps starts from _mm512_undefined_ps(), which
+    // GCC 12 reports as used uninitialized once inlined into some callers (a false positive).
+    static reg max(reg a, reg b) { return _mm512_mask_max_ps(a, static_cast<__mmask16>(0xFFFF), a, b); }
     static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
     static reg load_part(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
     static void store_part(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, mask(n), r); }

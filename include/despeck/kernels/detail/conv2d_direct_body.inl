@@ -402,7 +402,7 @@ inline void winograd_output_tile(const WinogradArgs& a, const float* m, float* y
 // intermediate would take 64 registers, so both transforms pass it through a buffer in L1.
 
 // B^T applied to 8 values.
-inline void winograd6_bt(const typename V::reg d[8], typename V::reg o[8]) {
+DESPECK_ALWAYS_INLINE void winograd6_bt(const typename V::reg d[8], typename V::reg o[8]) {
     const typename V::reg c525 = V::bcast(5.25f), c425 = V::bcast(4.25f), c025 = V::bcast(0.25f),
                           c125 = V::bcast(1.25f), c05 = V::bcast(0.5f), c25 = V::bcast(2.5f), two = V::bcast(2.f),
                           four = V::bcast(4.f);
@@ -423,7 +423,7 @@ inline void winograd6_bt(const typename V::reg d[8], typename V::reg o[8]) {
 }
 
 // A^T applied to 8 values: 6 outputs.
-inline void winograd6_at(const typename V::reg m[8], typename V::reg o[6]) {
+DESPECK_ALWAYS_INLINE void winograd6_at(const typename V::reg m[8], typename V::reg o[6]) {
     const typename V::reg s1 = V::add(m[1], m[2]), d1 = V::sub(m[1], m[2]);
     const typename V::reg s2 = V::add(m[3], m[4]), d2 = V::sub(m[3], m[4]);
     const typename V::reg s3 = V::add(m[5], m[6]), d3 = V::sub(m[5], m[6]);
@@ -435,37 +435,93 @@ inline void winograd6_at(const typename V::reg m[8], typename V::reg o[6]) {
     o[5] = V::add(V::add(V::add(d1, V::mul(V::bcast(32.f), d2)), V::mul(V::bcast(0.03125f), d3)), m[7]);
 }
 
+// B^T d B of one 8x8 window (its top-left pixel at src, rows row_step apart, pixels px_step apart,
+// one vector of channels) into dst[p * dst_step] for the 64 points p, through tmp (64 vectors).
+// Strides that are compile-time constants (Px, Dst > 0) become displacements: with run-time
+// strides GCC 12 hoists all 64 store addresses out of the caller's channel loop and spills them,
+// and the transform ran at a third of the core's throughput even with its data in L1.
+template <index_t Px, index_t Dst>
+inline void winograd6_input_window(const float* src, index_t row_step, index_t px_step_rt, float* dst,
+                                   index_t dst_step_rt, int lanes, float* tmp) {
+    const index_t px_step = Px > 0 ? Px : px_step_rt, dst_step = Dst > 0 ? Dst : dst_step_rt;
+    DESPECK_UNROLL
+    for (int i = 0; i < 8; ++i) {  // rows: tmp[i, :] = B^T d[i, :]
+        const float* row = src + i * row_step;
+        typename V::reg d[8], out[8];
+        DESPECK_UNROLL
+        for (int j = 0; j < 8; ++j) d[j] = V::load(row + j * px_step);
+        winograd6_bt(d, out);
+        DESPECK_UNROLL
+        for (int j = 0; j < 8; ++j) V::store(tmp + (i * 8 + j) * V::width, out[j]);
+    }
+    DESPECK_UNROLL
+    for (int j = 0; j < 8; ++j) {  // columns: V[:, j] = B^T tmp[:, j]
+        typename V::reg col[8], out[8];
+        DESPECK_UNROLL
+        for (int i = 0; i < 8; ++i) col[i] = V::load(tmp + (i * 8 + j) * V::width);
+        winograd6_bt(col, out);
+        DESPECK_UNROLL
+        for (int i = 0; i < 8; ++i) {
+            float* q = dst + (i * 8 + j) * dst_step;
+            if (lanes == V::width)
+                V::store(q, out[i]);
+            else
+                V::store_part(q, out[i], lanes);
+        }
+    }
+}
+
 // B^T d B of the 8x8 input tile whose top-left pixel is (r0, c0) of image xn [H,W,ci]; pixels
 // outside the image are zero. Point p = 8i + j of channel c goes to dst[p * ci + c].
 inline void winograd6_input_tile(const float* xn, index_t H, index_t W, index_t ci, index_t r0, index_t c0, float* dst) {
-    alignas(64) float pad[64 * V::width];
     alignas(64) float tmp[64 * V::width];
+    constexpr index_t fixed_ci = 64;  // deSpeckNet's width: strides known at compile time
+    if (ci == fixed_ci && fixed_ci % V::width == 0 && r0 >= 0 && c0 >= 0 && r0 + 8 <= H && c0 + 8 <= W) {
+        const float* src = xn + (r0 * W + c0) * ci;
+        for (index_t cv = 0; cv < fixed_ci; cv += V::width)
+            winograd6_input_window<fixed_ci, fixed_ci>(src + cv, W * ci, 0, dst + cv, 0, V::width, tmp);
+        return;
+    }
+    alignas(64) float pad[64 * V::width];
     for (index_t cv = 0; cv < ci; cv += V::width) {
         const int lanes = static_cast<int>(std::min<index_t>(V::width, ci - cv));
         const auto [base, row_step, px_step] = tile_window<8>(xn, H, W, ci, r0, c0, cv, lanes, pad);
+        winograd6_input_window<0, 0>(base, row_step, px_step, dst + cv, ci, lanes, tmp);
+    }
+}
+
+// A^T m A + bias (ReLU) of a whole 6x6 output tile with Co channels, Co a compile-time multiple of
+// the vector width: m holds the 64 points Co apart, the tile's top-left pixel is dst, rows
+// row_step apart. Compile-time strides and flags keep the addresses in displacements and the
+// flags out of the stores (see winograd6_input_window).
+template <index_t Co, bool Relu, bool Stream>
+inline void winograd6_output_window(const float* m, float* dst, index_t row_step, const float* bias, float* tmp) {
+    for (index_t ov = 0; ov < Co; ov += V::width) {
         DESPECK_UNROLL
-        for (int i = 0; i < 8; ++i) {  // rows: tmp[i, :] = B^T d[i, :]
-            const float* row = base + i * row_step;
-            typename V::reg d[8], out[8];
+        for (int j = 0; j < 8; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
+            typename V::reg col[8], out[6];
             DESPECK_UNROLL
-            for (int j = 0; j < 8; ++j) d[j] = V::load(row + j * px_step);
-            winograd6_bt(d, out);
+            for (int i = 0; i < 8; ++i) col[i] = V::load(m + (i * 8 + j) * Co + ov);
+            winograd6_at(col, out);
             DESPECK_UNROLL
-            for (int j = 0; j < 8; ++j) V::store(tmp + (i * 8 + j) * V::width, out[j]);
+            for (int i = 0; i < 6; ++i) V::store(tmp + (i * 8 + j) * V::width, out[i]);
         }
+        const typename V::reg b = bias ? V::load(bias + ov) : V::zero();
         DESPECK_UNROLL
-        for (int j = 0; j < 8; ++j) {  // columns: V[:, j] = B^T tmp[:, j]
-            typename V::reg col[8], out[8];
+        for (int i = 0; i < 6; ++i) {  // rows: Y[i, :] = A^T tmp[i, :]
+            typename V::reg row[8], out[6];
             DESPECK_UNROLL
-            for (int i = 0; i < 8; ++i) col[i] = V::load(tmp + (i * 8 + j) * V::width);
-            winograd6_bt(col, out);
+            for (int j = 0; j < 8; ++j) row[j] = V::load(tmp + (i * 8 + j) * V::width);
+            winograd6_at(row, out);
             DESPECK_UNROLL
-            for (int i = 0; i < 8; ++i) {
-                float* q = dst + (i * 8 + j) * ci + cv;
-                if (lanes == V::width)
-                    V::store(q, out[i]);
+            for (int j = 0; j < 6; ++j) {
+                typename V::reg v = V::add(out[j], b);
+                if constexpr (Relu) v = V::max(v, V::zero());
+                float* q = dst + i * row_step + j * Co + ov;
+                if constexpr (Stream)
+                    V::stream(q, v);
                 else
-                    V::store_part(q, out[i], lanes);
+                    V::store(q, v);
             }
         }
     }
@@ -478,6 +534,20 @@ inline void winograd6_output_tile(const WinogradArgs& a, const float* m, float* 
     const index_t H = a.H, W = a.W, co = a.co;
     const int rows = static_cast<int>(std::min<index_t>(6, H - r0)), cols = static_cast<int>(std::min<index_t>(6, W - c0));
     alignas(64) float tmp[48 * V::width];
+    constexpr index_t fixed_co = 64;  // deSpeckNet's width
+    if (co == fixed_co && fixed_co % V::width == 0 && rows == 6 && cols == 6 && !a.accumulate) {
+        float* dst = yn + (r0 * W + c0) * co;
+        const index_t row_step = W * co;
+        if (a.relu && stream)
+            winograd6_output_window<fixed_co, true, true>(m, dst, row_step, a.bias_padded, tmp);
+        else if (a.relu)
+            winograd6_output_window<fixed_co, true, false>(m, dst, row_step, a.bias_padded, tmp);
+        else if (stream)
+            winograd6_output_window<fixed_co, false, true>(m, dst, row_step, a.bias_padded, tmp);
+        else
+            winograd6_output_window<fixed_co, false, false>(m, dst, row_step, a.bias_padded, tmp);
+        return;
+    }
     for (index_t ov = 0; ov < co; ov += V::width) {
         const int lanes = static_cast<int>(std::min<index_t>(V::width, co - ov));
         const float* mt = m + ov;
