@@ -47,7 +47,7 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
         for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 1, 9}, {1, 9, 1}, {2, 5, 6}, {1, 13, 11}, {1, 17, 30}, {1, 8, 151}, {2, 13, 14}})
-            for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 3}, {2, 64}, {17, 33}, {16, 16}, {64, 64}, {80, 80}, {64, 2}}) {
+            for (auto [Ci, Co] : {std::pair<index_t, index_t>{1, 3}, {2, 64}, {17, 33}, {8, 8}, {16, 16}, {20, 20}, {64, 64}, {80, 80}, {64, 2}}) {
                 CAPTURE(H);
                 CAPTURE(W);
                 CAPTURE(Ci);
@@ -71,7 +71,8 @@ TEST_CASE("prepared layers match the reference convolution: direct with fused ba
                 // partial tiles on the right and bottom; 8x151 spans two blocks of 24 tiles (26
                 // tiles of 6, 38 of 4); 2x13x14 has whole F(6x6) tiles in the second image too.
                 // The products overwrite the transformed input where ci == co fits one register
-                // tile of channels (16: every vector ISA; 64: AVX-512 only; 80: never).
+                // tile of channels (8: every ISA, scalar included; 16: every vector ISA; 20: a
+                // partial last vector, AVX-512 only; 64: AVX-512 only; 80: never).
                 const index_t tile_channels = isa == kernels::simd_isa::avx512 ? 64 : isa == kernels::simd_isa::avx2 ? 16 : 8;
                 for (int tile : {4, 6}) {
                     CAPTURE(tile);

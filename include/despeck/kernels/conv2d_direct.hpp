@@ -801,7 +801,7 @@ namespace detail_direct {
 // products are written over that point's transformed input, which nothing reads afterwards: a
 // register block reads all its ci before it stores. That halves the block's scratch (384 KiB for
 // F(6x6) 64 -> 64), so more of L2 is left for the weights that stream through it: fast inference
-// ran 5-10% faster in interleaved A/B runs. With several column chunks per point, the first
+// ran 4-10% faster in interleaved A/B runs. With several column chunks per point, the first
 // chunk's stores would overwrite input the next chunk still reads, so M gets its own space.
 inline void run_winograd(WinogradArgs a, const IsaTable& t) {
     check_winograd_tile("Winograd", a.m);
