@@ -490,18 +490,20 @@ inline void winograd6_input_tile(const float* xn, index_t H, index_t W, index_t 
     }
 }
 
-// A^T m A + bias (ReLU) of a whole 6x6 output tile with Co channels, Co a compile-time multiple of
-// the vector width: m holds the 64 points Co apart, the tile's top-left pixel is dst, rows
-// row_step apart. Compile-time strides and flags keep the addresses in displacements and the
-// flags out of the stores (see winograd6_input_window).
+// A^T m A + bias (ReLU) of a whole 6x6 output tile with co channels, co a multiple of the vector
+// width: m holds the 64 points co apart, the tile's top-left pixel is dst, rows row_step apart.
+// Co > 0 fixes co at compile time (0: co_rt). Compile-time strides and flags keep the addresses in
+// displacements and the flags out of the stores (see winograd6_input_window).
 template <index_t Co, bool Relu, bool Stream>
-inline void winograd6_output_window(const float* m, float* dst, index_t row_step, const float* bias, float* tmp) {
-    for (index_t ov = 0; ov < Co; ov += V::width) {
+inline void winograd6_output_window(const float* m, float* dst, index_t row_step, index_t co_rt, const float* bias,
+                                    float* tmp) {
+    const index_t co = Co > 0 ? Co : co_rt;
+    for (index_t ov = 0; ov < co; ov += V::width) {
         DESPECK_UNROLL
         for (int j = 0; j < 8; ++j) {  // columns: tmp[:, j] = A^T m[:, j]
             typename V::reg col[8], out[6];
             DESPECK_UNROLL
-            for (int i = 0; i < 8; ++i) col[i] = V::load(m + (i * 8 + j) * Co + ov);
+            for (int i = 0; i < 8; ++i) col[i] = V::load(m + (i * 8 + j) * co + ov);
             winograd6_at(col, out);
             DESPECK_UNROLL
             for (int i = 0; i < 6; ++i) V::store(tmp + (i * 8 + j) * V::width, out[i]);
@@ -517,7 +519,7 @@ inline void winograd6_output_window(const float* m, float* dst, index_t row_step
             for (int j = 0; j < 6; ++j) {
                 typename V::reg v = V::add(out[j], b);
                 if constexpr (Relu) v = V::max(v, V::zero());
-                float* q = dst + i * row_step + j * Co + ov;
+                float* q = dst + i * row_step + j * co + ov;
                 if constexpr (Stream)
                     V::stream(q, v);
                 else
@@ -534,18 +536,24 @@ inline void winograd6_output_tile(const WinogradArgs& a, const float* m, float* 
     const index_t H = a.H, W = a.W, co = a.co;
     const int rows = static_cast<int>(std::min<index_t>(6, H - r0)), cols = static_cast<int>(std::min<index_t>(6, W - c0));
     alignas(64) float tmp[48 * V::width];
-    constexpr index_t fixed_co = 64;  // deSpeckNet's width
-    if (co == fixed_co && fixed_co % V::width == 0 && rows == 6 && cols == 6 && !a.accumulate) {
+    if (rows == 6 && cols == 6 && !a.accumulate && co % V::width == 0) {  // whole tiles: unrolled, no tests
         float* dst = yn + (r0 * W + c0) * co;
         const index_t row_step = W * co;
-        if (a.relu && stream)
-            winograd6_output_window<fixed_co, true, true>(m, dst, row_step, a.bias_padded, tmp);
-        else if (a.relu)
-            winograd6_output_window<fixed_co, true, false>(m, dst, row_step, a.bias_padded, tmp);
-        else if (stream)
-            winograd6_output_window<fixed_co, false, true>(m, dst, row_step, a.bias_padded, tmp);
+        const auto whole = [&]<index_t Co>() {
+            if (a.relu && stream)
+                winograd6_output_window<Co, true, true>(m, dst, row_step, co, a.bias_padded, tmp);
+            else if (a.relu)
+                winograd6_output_window<Co, true, false>(m, dst, row_step, co, a.bias_padded, tmp);
+            else if (stream)
+                winograd6_output_window<Co, false, true>(m, dst, row_step, co, a.bias_padded, tmp);
+            else
+                winograd6_output_window<Co, false, false>(m, dst, row_step, co, a.bias_padded, tmp);
+        };
+        constexpr index_t fixed_co = 64;  // deSpeckNet's width: strides known at compile time
+        if (co == fixed_co)
+            whole.template operator()<fixed_co>();
         else
-            winograd6_output_window<fixed_co, false, false>(m, dst, row_step, a.bias_padded, tmp);
+            whole.template operator()<0>();
         return;
     }
     for (index_t ov = 0; ov < co; ov += V::width) {
@@ -561,26 +569,6 @@ inline void winograd6_output_tile(const WinogradArgs& a, const float* m, float* 
             for (int i = 0; i < 6; ++i) V::store(tmp + (i * 8 + j) * V::width, out[i]);
         }
         const typename V::reg b = a.bias_padded ? V::load(a.bias_padded + ov) : V::zero();
-        if (rows == 6 && cols == 6 && lanes == V::width && !a.accumulate) {  // whole tiles: unrolled, no tests
-            DESPECK_UNROLL
-            for (int i = 0; i < 6; ++i) {
-                typename V::reg row[8], out[6];
-                DESPECK_UNROLL
-                for (int j = 0; j < 8; ++j) row[j] = V::load(tmp + (i * 8 + j) * V::width);
-                winograd6_at(row, out);
-                float* dst = yn + ((r0 + i) * W + c0) * co + ov;
-                DESPECK_UNROLL
-                for (int j = 0; j < 6; ++j) {
-                    typename V::reg v = V::add(out[j], b);
-                    if (a.relu) v = V::max(v, V::zero());
-                    if (stream)
-                        V::stream(dst + j * co, v);
-                    else
-                        V::store(dst + j * co, v);
-                }
-            }
-            continue;
-        }
         for (int i = 0; i < rows; ++i) {  // rows: Y[i, :] = A^T tmp[i, :]
             typename V::reg row[8], out[6];
             DESPECK_UNROLL
