@@ -131,6 +131,10 @@ TEST_CASE("direct SIMD kernels match the reference on every instruction set: tai
         compare_all_passes<float>(1, 7, 41, 63, 65, 3, 2e-5, Fast::direct);
         compare_all_passes<float>(1, 9, 40, 2, 64, 3, 2e-5, Fast::direct);   // first layer, dual-pol
         compare_all_passes<float>(3, 11, 7, 64, 1, 3, 2e-5, Fast::direct);   // last layer, single-pol
+        // Last layer, both polarisations and single-pol, on rows long enough for several 8-pixel
+        // blocks (AVX-512), the next row's prefetch, the edge blocks and single-pixel tails.
+        compare_all_passes<float>(2, 9, 45, 64, 2, 3, 2e-5, Fast::direct);
+        compare_all_passes<float>(1, 4, 37, 64, 1, 3, 2e-5, Fast::direct);
         compare_all_passes<float>(1, 5, 13, 129, 31, 3, 2e-5, Fast::direct); // several channel chunks
     }
 }

@@ -173,6 +173,7 @@ struct SmallCoArgs {
     bool relu = false;
 };
 constexpr index_t small_co_max = 4;
+constexpr index_t small_co_max_pixels = 8;  // the widest pixel block of small_co_row
 
 // Winograd F(m x m, 3x3) forward, m = 4 or 6: x [N,H,W,ci] -> y [N,H,W,co] = relu?(conv(x, w) + bias).
 struct WinogradArgs {
@@ -244,6 +245,8 @@ struct V {
     static void store_part(float* p, reg r, int n) {
         for (int k = 0; k < n; ++k) p[k] = r.v[k];
     }
+    static float hsum(reg r) { return (r.v[0] + r.v[2]) + (r.v[1] + r.v[3]); }
+    static void keep_in_register(reg&) {}
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_scalar
@@ -276,6 +279,15 @@ struct V {
     }
     static reg load_part(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
     static void store_part(float* p, reg r, int n) { _mm256_maskstore_ps(p, mask(n), r); }
+    // The sum of the lanes as a tree: lanes l and l + 4, then l + 2, then l + 1.
+    static float hsum(reg r) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+    }
+    // An empty asm that claims to change r: GCC can no longer fold r's load into every
+    // instruction that reads r (loading it once per use), and keeps it in a register.
+    static void keep_in_register(reg& r) { asm("" : "+x"(r)); }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_avx2
@@ -308,6 +320,8 @@ struct V {
     static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
     static reg load_part(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
     static void store_part(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, mask(n), r); }
+    static float hsum(reg r) { return _mm512_reduce_add_ps(r); }  // a tree of shuffles and adds
+    static void keep_in_register(reg& r) { asm("" : "+v"(r)); }   // see the AVX2 version
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_avx512
@@ -481,7 +495,7 @@ inline Tensor<float> pack_weights_small_co(TensorView<const float> w) {
 
 inline void run_small_co(const SmallCoArgs& a, const IsaTable& t) {
     const index_t items = a.N * a.H;
-    const index_t scratch = static_cast<index_t>(a.K) * (4 + a.K - 1) * a.ci;
+    const index_t scratch = static_cast<index_t>(a.K) * (small_co_max_pixels + a.K - 1) * a.ci;
     for_each_item(items, scratch, [&](index_t it, float* buf) { t.small_co_row(a, it / a.H, it % a.H, buf); });
 }
 
