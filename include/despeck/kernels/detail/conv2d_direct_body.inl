@@ -724,10 +724,24 @@ inline void winograd_grad_tile(const float* dyn, index_t H, index_t W, index_t c
 
 // Transforms tile `tile` (numbered over images, tile rows, tile columns) into slot `slot` of the
 // chunk buffers: a.u [slots][36][ci], a.d [slots][36][co] (tile-major, as the forward stores it:
-// each tile writes one contiguous block).
+// each tile writes one contiguous block). First it prefetches what tile + 2 adds to the x window
+// and its dy window: a training batch (16x40x40x64, 6.5 MiB each) sits in L3, and without the
+// prefetch the transforms ran 3x slower than with their data in L1 and took 45% of the pass.
+// With it: 1 thread 9-10% faster, 2 threads 4% (interleaved A/B, 16x40x40, 64 -> 64).
 inline void winograd_weights_transform(const WinogradWeightsArgs& a, index_t tile, index_t slot) {
     const index_t tiles_w = (a.W + 3) / 4, tiles_h = (a.H + 3) / 4;
     const index_t n = tile / (tiles_h * tiles_w), th = tile / tiles_w % tiles_h, tw = tile % tiles_w;
+    if (const index_t ahead = tile + 2; ahead < a.N * tiles_h * tiles_w) {
+        const index_t n2 = ahead / (tiles_h * tiles_w), th2 = ahead / tiles_w % tiles_h, tw2 = ahead % tiles_w;
+        prefetch_window_columns<4>(a.x + n2 * a.H * a.W * a.ci, a.H, a.W, a.ci, th2, tw2);
+        // dy's 4x4 window at (4 th2, 4 tw2), cropped at the bottom and right edges.
+        const index_t c0 = tw2 * 4, c1 = std::min<index_t>(a.W, c0 + 4), r0 = th2 * 4, r1 = std::min<index_t>(a.H, r0 + 4);
+        const index_t bytes = (c1 - c0) * a.co * index_t(sizeof(float));
+        for (index_t r = r0; r < r1; ++r) {
+            const char* p = reinterpret_cast<const char*>(a.dy + ((n2 * a.H + r) * a.W + c0) * a.co);
+            for (index_t b = 0; b < bytes; b += 64) detail_direct::prefetch_into_l1(p + b);
+        }
+    }
     winograd_input_tile(a.x + n * a.H * a.W * a.ci, a.H, a.W, a.ci, th * 4 - 1, tw * 4 - 1, a.u + slot * 36 * a.ci, a.ci);
     winograd_grad_tile(a.dy + n * a.H * a.W * a.co, a.H, a.W, a.co, th * 4, tw * 4, a.d + slot * 36 * a.co, a.co);
 }
