@@ -132,9 +132,13 @@ TEST_CASE("direct SIMD kernels match the reference on every instruction set: tai
         compare_all_passes<float>(1, 9, 40, 2, 64, 3, 2e-5, Fast::direct);   // first layer, dual-pol
         compare_all_passes<float>(3, 11, 7, 64, 1, 3, 2e-5, Fast::direct);   // last layer, single-pol
         // Last layer, both polarisations and single-pol, on rows long enough for several 8-pixel
-        // blocks (AVX-512), the next row's prefetch, the edge blocks and single-pixel tails.
+        // blocks (AVX-512), the bottom row's prefetch, the edge blocks and, on AVX-512, a block
+        // of 4 (w0 = 40 and 32) before a single-pixel tail.
         compare_all_passes<float>(2, 9, 45, 64, 2, 3, 2e-5, Fast::direct);
         compare_all_passes<float>(1, 4, 37, 64, 1, 3, 2e-5, Fast::direct);
+        // 5x5: the prefetch with P = 2 (w0 = 0 and 8 on AVX-512), a whole block at the right edge
+        // (w0 = 32 on AVX-512, 36 elsewhere).
+        compare_all_passes<float>(1, 6, 41, 64, 2, 5, 2e-5, Fast::direct);
         compare_all_passes<float>(1, 5, 13, 129, 31, 3, 2e-5, Fast::direct); // several channel chunks
     }
 }

@@ -725,7 +725,7 @@ inline void winograd_grad_tile(const float* dyn, index_t H, index_t W, index_t c
 // Transforms tile `tile` (numbered over images, tile rows, tile columns) into slot `slot` of the
 // chunk buffers: a.u [slots][36][ci], a.d [slots][36][co] (tile-major, as the forward stores it:
 // each tile writes one contiguous block). First it prefetches what tile + 2 adds to the x window
-// and its dy window: a training batch (16x40x40x64, 6.5 MiB each) sits in L3, and without the
+// and its dy window: a training batch (16x40x40x64, 6.25 MiB each) sits in L3, and without the
 // prefetch the transforms ran 3x slower than with their data in L1 and took 45% of the pass.
 // With it: 1 thread 9-10% faster, 2 threads 4% (interleaved A/B, 16x40x40, 64 -> 64).
 inline void winograd_weights_transform(const WinogradWeightsArgs& a, index_t tile, index_t slot) {
@@ -906,7 +906,8 @@ inline void small_co_row_co(const SmallCoArgs& a, index_t n, index_t h, float* s
     }
     float* yrow = a.y + ((n * H + h) * W) * CO;
     for (index_t w0 = 0; w0 < W;) {
-        const int np = W - w0 >= NP ? NP : 1;
+        // Whole blocks, then (with 8-pixel blocks) one of 4 where it fits, then single pixels.
+        const int np = W - w0 >= NP ? NP : (NP > 4 && W - w0 >= 4 ? 4 : 1);
         const bool edge = w0 - P < 0 || w0 + np + P > W;
         if (!edge) {
             for (int i = 0; i < K; ++i) rows[i] = real_rows[i] ? real_rows[i] + (w0 - P) * ci : nullptr;
@@ -928,14 +929,17 @@ inline void small_co_row_co(const SmallCoArgs& a, index_t n, index_t h, float* s
                 rows[i] = dst;
             }
         }
-        // The row below is new to this thread (rows h - 1 and h were read for row h - 1): prefetch
-        // it two blocks ahead, or the FMAs wait on memory (the input, 64 MiB at 512x512, is in DRAM).
+        // The window's bottom row (h + P) is the only one that row h - 1, usually the same thread's
+        // previous item, did not read: prefetch it two blocks ahead, or the FMAs wait on memory
+        // (the input, 64 MiB at 512x512, is in DRAM).
         if (real_rows[K - 1] && w0 + 3 * NP + P <= W) {
             const char* ahead = reinterpret_cast<const char*>(real_rows[K - 1] + (w0 + 2 * NP + P) * ci);
             for (index_t b = 0; b < NP * ci * index_t(sizeof(float)); b += 64) detail_direct::prefetch_into_l1(ahead + b);
         }
         if (np == NP)
             small_co_block<NP, CO>(rows, K, ci, ci, a.wp, a.bias, yrow + w0 * CO, a.relu);
+        else if (np == 4)
+            small_co_block<4, CO>(rows, K, ci, ci, a.wp, a.bias, yrow + w0 * CO, a.relu);
         else
             small_co_block<1, CO>(rows, K, ci, ci, a.wp, a.bias, yrow + w0 * CO, a.relu);
         w0 += np;
