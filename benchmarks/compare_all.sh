@@ -2,13 +2,14 @@
 # The end-to-end comparison behind docs/benchmarks.md: despeck, PyTorch (Debian's python3-torch)
 # and oneDNN (Debian's libdnnl-dev) on the same shapes and the same threads, interleaved round by
 # round so that drifting load hits all of them alike; then a table of medians and spread.
-#   bash benchmarks/compare_all.sh [rounds=3] [tile=512] [out=build/benchmarks/compare]
+#   bash benchmarks/compare_all.sh [rounds=3] [tile=1024] [out=build/benchmarks/compare]
+# tile 1024 is the issue's inference shape (3 rounds: about 21 minutes); 512 is quicker (13).
 # Needs a Release build with benchmarks (cmake --build build), /usr/bin/python3 with torch,
 # GNU time (/usr/bin/time) for peak memory. Writes $out/log.txt and $out/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-tile=${2:-512}
+tile=${2:-1024}
 out=${3:-build/benchmarks/compare}
 mkdir -p "$out"
 log="$out/log.txt"
