@@ -134,6 +134,12 @@ inline void prefetch_into_l1(const void* p) {
     __builtin_prefetch(p, 0, 3);
 #endif
 }
+// One prefetch per 64 bytes from p: every line of [p, p + bytes) when p is line-aligned, as the
+// callers' rows of 64-channel pixels are. Volatile assembly inside, so GCC keeps the calls.
+inline void prefetch_span_into_l1(const void* p, index_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (index_t b = 0; b < bytes; b += 64) prefetch_into_l1(c + b);
+}
 }  // namespace detail_direct
 
 // ---- arguments shared by every instruction set ----------------------------------------------

@@ -599,10 +599,7 @@ inline void prefetch_window_columns(const float* xn, index_t H, index_t W, index
     if (c0 >= c1) return;
     const index_t r0 = std::max<index_t>(0, th * Mt - 1), r1 = std::min<index_t>(H, th * Mt + Mt + 1);
     const index_t bytes = (c1 - c0) * ci * index_t(sizeof(float));
-    for (index_t r = r0; r < r1; ++r) {
-        const char* p = reinterpret_cast<const char*>(xn + (r * W + c0) * ci);
-        for (index_t b = 0; b < bytes; b += 64) detail_direct::prefetch_into_l1(p + b);
-    }
+    for (index_t r = r0; r < r1; ++r) detail_direct::prefetch_span_into_l1(xn + (r * W + c0) * ci, bytes);
 }
 
 // One work item: tiles [t0, t1) of tile row th of image n, for output tiles of M x M pixels
@@ -737,10 +734,7 @@ inline void winograd_weights_transform(const WinogradWeightsArgs& a, index_t til
         // dy's 4x4 window at (4 th2, 4 tw2), cropped at the bottom and right edges.
         const index_t c0 = tw2 * 4, c1 = std::min<index_t>(a.W, c0 + 4), r0 = th2 * 4, r1 = std::min<index_t>(a.H, r0 + 4);
         const index_t bytes = (c1 - c0) * a.co * index_t(sizeof(float));
-        for (index_t r = r0; r < r1; ++r) {
-            const char* p = reinterpret_cast<const char*>(a.dy + ((n2 * a.H + r) * a.W + c0) * a.co);
-            for (index_t b = 0; b < bytes; b += 64) detail_direct::prefetch_into_l1(p + b);
-        }
+        for (index_t r = r0; r < r1; ++r) detail_direct::prefetch_span_into_l1(a.dy + ((n2 * a.H + r) * a.W + c0) * a.co, bytes);
     }
     winograd_input_tile(a.x + n * a.H * a.W * a.ci, a.H, a.W, a.ci, th * 4 - 1, tw * 4 - 1, a.u + slot * 36 * a.ci, a.ci);
     winograd_grad_tile(a.dy + n * a.H * a.W * a.co, a.H, a.W, a.co, th * 4, tw * 4, a.d + slot * 36 * a.co, a.co);
@@ -932,10 +926,8 @@ inline void small_co_row_co(const SmallCoArgs& a, index_t n, index_t h, float* s
         // The window's bottom row (h + P) is the only one that row h - 1, usually the same thread's
         // previous item, did not read: prefetch it two blocks ahead, or the FMAs wait on memory
         // (the input, 64 MiB at 512x512, is in DRAM).
-        if (real_rows[K - 1] && w0 + 3 * NP + P <= W) {
-            const char* ahead = reinterpret_cast<const char*>(real_rows[K - 1] + (w0 + 2 * NP + P) * ci);
-            for (index_t b = 0; b < NP * ci * index_t(sizeof(float)); b += 64) detail_direct::prefetch_into_l1(ahead + b);
-        }
+        if (real_rows[K - 1] && w0 + 3 * NP + P <= W)
+            detail_direct::prefetch_span_into_l1(real_rows[K - 1] + (w0 + 2 * NP + P) * ci, NP * ci * index_t(sizeof(float)));
         if (np == NP)
             small_co_block<NP, CO>(rows, K, ci, ci, a.wp, a.bias, yrow + w0 * CO, a.relu);
         else if (np == 4)
