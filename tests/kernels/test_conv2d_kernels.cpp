@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -141,6 +142,128 @@ TEST_CASE("direct SIMD kernels match the reference on every instruction set: tai
         compare_all_passes<float>(1, 6, 41, 64, 2, 5, 2e-5, Fast::direct);
         compare_all_passes<float>(1, 5, 13, 129, 31, 3, 2e-5, Fast::direct); // several channel chunks
     }
+}
+
+namespace {
+// A ReLU output: each value zero with probability 1 - density, else |normal|; a few -0.0 among
+// the zeros (they count as zero).
+Tensor<float> relu_like(Shape s, double density, Rng& rng) {
+    Tensor<float> t(s);
+    for (index_t i = 0; i < t.size(); ++i)
+        t[i] = rng.uniform() < density ? static_cast<float>(std::abs(rng.normal())) : (i % 7 == 0 ? -0.0f : 0.0f);
+    return t;
+}
+
+// y with the layer prepared as given; sparse_rows gets how many rows ran the sparse kernel.
+Tensor<float> run_layer(const kernels::PreparedConv& p, const Tensor<float>& x, index_t& sparse_rows) {
+    Tensor<float> y(Shape{x.shape()[0], x.shape()[1], x.shape()[2], p.co}, 99.f);
+    kernels::run_prepared_conv(p, x.view(), y.view());
+    sparse_rows = kernels::last_sparse_rows();
+    return y;
+}
+
+bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
+}
+}  // namespace
+
+TEST_CASE("the sparse-input forward gives the dense kernel's floats bit for bit, on every instruction set") {
+    KernelChoiceGuard guard;
+    for (auto isa : supported_isas()) {
+        CAPTURE(kernels::to_string(isa));
+        kernels::set_simd_isa(isa);
+        // 1-pixel, 1-column and 2-pixel images; blocks of 6, 4, 2 and 1 along rows of 13, 11, 29
+        // and 7; channel counts off every vector width, one and several output chunks.
+        for (auto [N, H, W, Ci, Co] : {std::array<index_t, 5>{1, 1, 1, 5, 20}, {1, 7, 1, 19, 37}, {1, 1, 2, 3, 3},
+                                       {2, 5, 13, 64, 64}, {1, 9, 11, 16, 16}, {1, 4, 29, 33, 17}, {1, 6, 7, 64, 129}})
+            for (double density : {0.0, 0.3, 1.0}) {
+                CAPTURE(N);
+                CAPTURE(H);
+                CAPTURE(W);
+                CAPTURE(Ci);
+                CAPTURE(Co);
+                CAPTURE(density);
+                Rng rng(static_cast<std::uint64_t>(H * 131 + W * 17 + Ci * 5 + Co + 1000 * density));
+                const Tensor<float> x = relu_like(Shape{N, H, W, Ci}, density, rng);
+                const Tensor<float> w = random_tensor<float>(Shape{3, 3, Ci, Co}, rng), b = random_tensor<float>(Shape{Co}, rng),
+                                    scale = random_tensor<float>(Shape{Co}, rng), shift = random_tensor<float>(Shape{Co}, rng);
+                kernels::PreparedConv p = kernels::prepare_conv_direct(w.view(), b.view(), scale.view(), shift.view(), true);
+                index_t rows = -1;
+                const Tensor<float> dense = run_layer(p, x, rows);
+                p.sparse_input = true;
+                p.sparse_max_density = 1.0f;  // every row sparse
+                const Tensor<float> sparse = run_layer(p, x, rows);
+                CHECK(rows == N * H);
+                CHECK(same_bits(sparse, dense));
+                CHECK(kernels::last_direct_isa() == isa);
+            }
+        // The reference agrees too (without batch norm: the dense kernel's own test covers it).
+        Rng rng(3);
+        const Tensor<float> x = relu_like(Shape{1, 8, 19, 24}, 0.3, rng), w = random_tensor<float>(Shape{3, 3, 24, 40}, rng),
+                            b = random_tensor<float>(Shape{40}, rng);
+        kernels::PreparedConv p = kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, false);
+        p.sparse_input = true;
+        p.sparse_max_density = 1.0f;
+        index_t rows = -1;
+        const Tensor<float> sparse = run_layer(p, x, rows);
+        Tensor<float> ref(sparse.shape());
+        kernels::conv2d_forward_reference<float>(x.view(), w.view(), b.view(), ref.view());
+        CHECK(rows == 8);
+        CHECK(relative_max_error(sparse, ref) <= 1e-5);
+    }
+}
+
+TEST_CASE("the sparse-input forward picks the dense kernel for dense rows and layers, with the same floats") {
+    KernelChoiceGuard guard;
+    for (auto isa : supported_isas()) {
+        CAPTURE(kernels::to_string(isa));
+        kernels::set_simd_isa(isa);
+        Rng rng(7);
+        const index_t N = 2, H = 12, W = 17, C = 32;
+        // Even rows all zero, odd rows all nonzero: an output row sees 1/3 or 2/3 of its input
+        // window nonzero (1/2 at the top and bottom), so a threshold of 0.5 splits the rows.
+        Tensor<float> x(Shape{N, H, W, C});
+        for (index_t i = 0; i < x.size(); ++i) x[i] = (i / (W * C)) % 2 ? static_cast<float>(0.1 + rng.uniform()) : 0.0f;
+        const Tensor<float> w = random_tensor<float>(Shape{3, 3, C, C}, rng), b = random_tensor<float>(Shape{C}, rng);
+        kernels::PreparedConv p = kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, true);
+        index_t rows = -1;
+        const Tensor<float> dense = run_layer(p, x, rows);
+        p.sparse_input = true;
+        p.sparse_max_density = 0.5f;
+        const Tensor<float> mixed = run_layer(p, x, rows);
+        CHECK(rows > 0);
+        CHECK(rows < N * H);
+        CHECK(same_bits(mixed, dense));
+        // A dense layer (an untrained model's activations are about half zeros): the sample of
+        // rows sends it to the dense kernel whole.
+        const Tensor<float> full = relu_like(Shape{N, H, W, C}, 0.9, rng);
+        p.sparse_max_density = 0.4f;
+        p.sparse_input = false;
+        const Tensor<float> full_dense = run_layer(p, full, rows);
+        p.sparse_input = true;
+        const Tensor<float> full_auto = run_layer(p, full, rows);
+        CHECK(rows == 0);
+        CHECK(same_bits(full_auto, full_dense));
+    }
+#if defined(_OPENMP)
+    // Each thread compresses its own contiguous rows: 1, 2, 3 and 5 threads, the same floats.
+    Rng rng(9);
+    const Tensor<float> x = relu_like(Shape{2, 11, 23, 64}, 0.3, rng), w = random_tensor<float>(Shape{3, 3, 64, 64}, rng),
+                        b = random_tensor<float>(Shape{64}, rng);
+    kernels::PreparedConv p = kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, true);
+    p.sparse_input = true;
+    auto run = [&](int threads) {
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        index_t rows = -1;
+        Tensor<float> y = run_layer(p, x, rows);
+        omp_set_num_threads(saved);
+        CHECK(rows == 22);
+        return y;
+    };
+    const Tensor<float> one = run(1);
+    for (int threads : {2, 3, 5}) CHECK(same_bits(run(threads), one));
+#endif
 }
 
 TEST_CASE("Winograd forward, backward-data and backward-weights (training) match the reference on every instruction set") {

@@ -152,6 +152,10 @@ TEST_CASE("the fused exact plan equals the layer-by-layer path on odd sizes, for
                     const Tensor<float> layered = model.run_branch(DeSpeckNet<float>::clean_branch, x.view());
                     const Tensor<float> fused = model.predict_clean(x.view());
                     CHECK(deviation(fused, layered) <= 2e-6);
+                    // Every layer that follows a ReLU may skip zero inputs; the first may not.
+                    const BranchPlan<float> plan(model, DeSpeckNet<float>::clean_branch, InferenceMode::exact);
+                    for (std::size_t k = 0; k < plan.layers().size(); ++k)
+                        CHECK(plan.layers()[k].sparse_input == (k > 0 && plan.layers()[k].method == kernels::PreparedConv::Method::direct));
                     const Tensor<float> fast = model.predict_clean(x.view(), InferenceMode::fast);
                     CHECK(deviation(fast, layered) <= 1e-4);
                     const Tensor<float> noise = model.predict_noise(x.view());
@@ -159,6 +163,34 @@ TEST_CASE("the fused exact plan equals the layer-by-layer path on odd sizes, for
                 }
             }
         }
+}
+
+TEST_CASE("the exact plan skips zero activations where they dominate, and still equals the layer-by-layer path") {
+    KernelChoiceGuard guard;
+    kernels::set_conv_algorithm(kernels::conv_algorithm::direct);
+    DeSpeckNetConfig cfg;
+    cfg.depth = 6;
+    cfg.filters = 24;
+    DeSpeckNet<float> model(cfg, 4);
+    // Batch-norm shifts of -1 leave about 85% of each ReLU's outputs at zero, as sparse as a
+    // trained model's (70%) and more: the plan's sparse-input kernel then runs.
+    for (std::size_t i = 0; i < model.parameters().count(); ++i) {
+        const std::string& name = model.parameters().entry(i).name;
+        if (name.find(".bn") != std::string::npos && name.ends_with(".bias")) {
+            TensorView<float> beta = model.parameters().value(i);
+            for (index_t k = 0; k < beta.size(); ++k) beta[k] = -1.0f;
+        }
+    }
+    Rng rng(8);
+    const Tensor<float> x = uniform_tensor(Shape{2, 17, 23, cfg.channels}, rng, -20.0, -5.0);
+    const Tensor<float> layered = model.run_branch(DeSpeckNet<float>::clean_branch, x.view());
+    for (auto isa : supported_isas()) {
+        CAPTURE(kernels::to_string(isa));
+        kernels::set_simd_isa(isa);
+        const Tensor<float> fused = model.predict_clean(x.view());
+        CHECK(kernels::last_sparse_rows() == 2 * 17);  // the last layer with a sparse input: all rows
+        CHECK(deviation(fused, layered) <= 2e-6);
+    }
 }
 
 TEST_CASE("a plan keeps the weights it was built with, and rejects bad input by name") {

@@ -21,10 +21,12 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
@@ -223,8 +225,17 @@ struct V {
     static void stream(float* p, reg r) { store(p, r); }
     static void fence() {}
     static reg bcast(float s) { return reg{{s, s, s, s}}; }
+    // One rounding where the CPU has FMA, as the SIMD kernels: left as c += a * b, the compiler
+    // would fuse some sites and not others, and kernels that must agree bit for bit (dense and
+    // sparse-input forward) would not.
     static reg fma(reg a, reg b, reg c) {
-        for (int k = 0; k < 4; ++k) c.v[k] += a.v[k] * b.v[k];
+        for (int k = 0; k < 4; ++k) {
+#if defined(FP_FAST_FMAF)
+            c.v[k] = std::fma(a.v[k], b.v[k], c.v[k]);
+#else
+            c.v[k] += a.v[k] * b.v[k];  // no FMA instruction to fuse into
+#endif
+        }
         return c;
     }
     static reg add(reg a, reg b) {
@@ -253,6 +264,17 @@ struct V {
     }
     static float hsum(reg r) { return (r.v[0] + r.v[2]) + (r.v[1] + r.v[3]); }
     static void keep_in_register(reg&) {}
+    // Stores x[c0 .. c0 + width)'s nonzeros (NaN included, -0 not) and their weight offsets
+    // c * cop at vals/offs, packed to the front; writes up to width entries; returns how many.
+    static int compress_nonzero(const float* x, int32_t c0, int32_t cop, float* vals, int32_t* offs) {
+        int k = 0;
+        for (int l = 0; l < 4; ++l) {  // branch-free: always store, advance past nonzeros only
+            vals[k] = x[l];
+            offs[k] = (c0 + l) * cop;
+            k += x[l] != 0.0f;
+        }
+        return k;
+    }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_scalar
@@ -294,6 +316,27 @@ struct V {
     // An empty asm that claims to change r: GCC can no longer fold r's load into every
     // instruction that reads r (loading it once per use), and keeps it in a register.
     static void keep_in_register(reg& r) { asm("" : "+x"(r)); }
+    // As the scalar version: the nonzero lanes' positions index a table of 256 lane
+    // permutations that move them to the front.
+    static int compress_nonzero(const float* x, int32_t c0, int32_t cop, float* vals, int32_t* offs) {
+        static constexpr auto table = [] {
+            std::array<std::array<int32_t, 8>, 256> t{};
+            for (int m = 0; m < 256; ++m) {
+                int k = 0;
+                for (int l = 0; l < 8; ++l)
+                    if (m >> l & 1) t[m][k++] = l;
+            }
+            return t;
+        }();
+        const reg v = _mm256_loadu_ps(x);
+        const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+        const __m256i perm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table[m].data()));
+        const __m256i o = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+                                             _mm256_set1_epi32(cop));
+        _mm256_storeu_ps(vals, _mm256_permutevar8x32_ps(v, perm));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(offs), _mm256_permutevar8x32_epi32(o, perm));
+        return __builtin_popcount(static_cast<unsigned>(m));
+    }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_avx2
@@ -328,6 +371,17 @@ struct V {
     static void store_part(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, mask(n), r); }
     static float hsum(reg r) { return _mm512_reduce_add_ps(r); }  // a tree of shuffles and adds
     static void keep_in_register(reg& r) { asm("" : "+v"(r)); }   // see the AVX2 version
+    // As the scalar version, with the lane compress instructions.
+    static int compress_nonzero(const float* x, int32_t c0, int32_t cop, float* vals, int32_t* offs) {
+        const reg v = _mm512_loadu_ps(x);
+        const __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        const __m512i o = _mm512_mullo_epi32(
+            _mm512_add_epi32(_mm512_set1_epi32(c0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
+            _mm512_set1_epi32(cop));
+        _mm512_storeu_ps(vals, _mm512_maskz_compress_ps(m, v));
+        _mm512_storeu_si512(offs, _mm512_maskz_compress_epi32(m, o));
+        return __builtin_popcount(static_cast<unsigned>(m));
+    }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_avx512
@@ -350,13 +404,15 @@ struct IsaTable {
     void (*small_co_row)(const SmallCoArgs&, index_t, index_t, float*);
     void (*winograd_weights_transform)(const WinogradWeightsArgs&, index_t, index_t);
     void (*winograd_weights_item)(const WinogradWeightsArgs&, int, index_t, index_t, index_t);
+    index_t (*sparse_forward_rows)(const DirectConvArgs&, index_t, index_t, float, float*);
 };
 
 template <class Ns>
 IsaTable make_table() {
     return {Ns::V::width,        Ns::V::max_rw,      Ns::V::max_nv,
             &Ns::forward_row,     &Ns::weights_item,  &Ns::winograd_item,
-            &Ns::small_co_row,    &Ns::winograd_weights_transform, &Ns::winograd_weights_item};
+            &Ns::small_co_row,    &Ns::winograd_weights_transform, &Ns::winograd_weights_item,
+            &Ns::sparse_forward_rows};
 }
 
 struct ScalarNs {
@@ -377,6 +433,9 @@ struct ScalarNs {
     }
     static void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c0, index_t c1, index_t nt) {
         direct_scalar::winograd_weights_item(a, p, c0, c1, nt);
+    }
+    static index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t r1, float max_density, float* s) {
+        return direct_scalar::sparse_forward_rows(a, r0, r1, max_density, s);
     }
 };
 #if DESPECK_X86 && defined(__GNUC__)
@@ -399,6 +458,9 @@ struct Avx2Ns {
     static void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c0, index_t c1, index_t nt) {
         direct_avx2::winograd_weights_item(a, p, c0, c1, nt);
     }
+    static index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t r1, float max_density, float* s) {
+        return direct_avx2::sparse_forward_rows(a, r0, r1, max_density, s);
+    }
 };
 struct Avx512Ns {
     using V = direct_avx512::V;
@@ -418,6 +480,9 @@ struct Avx512Ns {
     }
     static void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c0, index_t c1, index_t nt) {
         direct_avx512::winograd_weights_item(a, p, c0, c1, nt);
+    }
+    static index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t r1, float max_density, float* s) {
+        return direct_avx512::sparse_forward_rows(a, r0, r1, max_density, s);
     }
 };
 #endif
@@ -441,6 +506,10 @@ inline std::atomic<simd_isa>& last_isa() {
 }
 inline std::atomic<bool>& last_streamed() {
     static std::atomic<bool> s{false};
+    return s;
+}
+inline std::atomic<index_t>& last_sparse_rows() {
+    static std::atomic<index_t> s{0};
     return s;
 }
 inline std::atomic<bool>& last_in_place() {
@@ -489,6 +558,39 @@ inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
     });
 }
 
+// Like run_forward, for a 3x3 layer whose input is mostly zeros (it follows a ReLU): each thread
+// takes a contiguous range of output rows, so it compresses each input row once (see
+// sparse_forward_rows); rows denser than max_density run the dense kernel.
+inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density) {
+    a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
+    const index_t rows = a.N * a.H, per_row = a.W * a.ci;
+    // A sample of up to 16 rows first: where it is denser than max_density (an untrained model's
+    // activations are about half zeros), the dense kernel runs without compressing any row.
+    const index_t step = std::max<index_t>(1, rows / 16);
+    index_t sampled = 0, nonzeros = 0;
+    for (index_t r = step / 2; r < rows; r += step, sampled += per_row)
+        for (const float* v = a.x + r * per_row; v != a.x + (r + 1) * per_row; ++v) nonzeros += *v != 0.0f;
+    if (static_cast<double>(nonzeros) > static_cast<double>(max_density) * static_cast<double>(sampled)) {
+        last_sparse_rows() = 0;
+        run_forward(a, t);
+        return;
+    }
+    const index_t scratch = static_cast<index_t>(a.K) * (t.max_rw + a.K - 1) * a.ci;
+    std::atomic<index_t> sparse_rows{0};
+#if defined(_OPENMP)
+#pragma omp parallel if (rows > 1)
+#endif
+    {
+        Tensor<float> buf = Tensor<float>::uninitialized(Shape{std::max<index_t>(scratch, 1)});
+        index_t part = 0, parts = 1;
+#if defined(_OPENMP)
+        part = omp_get_thread_num(), parts = omp_get_num_threads();
+#endif
+        sparse_rows += t.sparse_forward_rows(a, rows * part / parts, rows * (part + 1) / parts, max_density, buf.data());
+    }
+    last_sparse_rows() = sparse_rows.load();
+}
+
 // Packs w [K,K,ci,co] as [K*K][co][ci] for the few-output-channel kernel.
 inline Tensor<float> pack_weights_small_co(TensorView<const float> w) {
     const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3];
@@ -530,6 +632,8 @@ inline Tensor<float> pack_weights(TensorView<const float> w, bool rotate, index_
 inline simd_isa last_direct_isa() { return detail_direct::last_isa(); }
 // Whether the most recent Winograd forward wrote its output with non-temporal stores.
 inline bool last_winograd_streamed() { return detail_direct::last_streamed(); }
+// How many output rows the most recent sparse-input direct call ran with the sparse kernel.
+inline index_t last_sparse_rows() { return detail_direct::last_sparse_rows(); }
 // Whether the most recent Winograd forward (or backward-data) wrote its products over the
 // transformed input (ci == co within one register tile's width of channels; see run_winograd).
 inline bool last_winograd_in_place() { return detail_direct::last_in_place(); }
@@ -667,6 +771,10 @@ struct PreparedConv {
     Tensor<float> scale, shift; // [cop] or empty (direct only)
     bool relu = false;
     int winograd_tile = 4;      // winograd: the output tile m of F(m x m, 3x3), 4 or 6
+    // direct, 3x3: the input follows a ReLU, so rows whose three input rows hold at most
+    // sparse_max_density nonzeros skip the zeros (same floats as the dense kernel, bit for bit).
+    bool sparse_input = false;
+    float sparse_max_density = 0.4f;
 };
 
 namespace detail_direct {
@@ -866,7 +974,10 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         a.post_scale = p.scale.empty() ? nullptr : p.scale.data();
         a.post_shift = p.shift.empty() ? nullptr : p.shift.data();
         a.post_relu = p.relu;
-        detail_direct::run_forward(a, t);
+        if (p.sparse_input && p.K == 3 && a.W * a.ci < (index_t{1} << 30))  // int32 offsets into a compressed row
+            detail_direct::run_forward_sparse(a, t, p.sparse_max_density);
+        else
+            detail_direct::run_forward(a, t);
         return;
     }
     WinogradArgs a;

@@ -402,6 +402,7 @@ class BranchPlan {
 public:
     BranchPlan(const DeSpeckNet<T>& model, int branch, InferenceMode mode) : mode_(mode), channels_(model.config().channels) {
         const double eps = model.config().bn_eps;
+        bool input_follows_relu = false;
         for (const auto& layer : model.branch_layers(branch)) {
             const index_t K = layer.weight.shape[0], ci = layer.weight.shape[2], co = layer.weight.shape[3];
             Tensor<float> scale, shift;
@@ -421,8 +422,14 @@ public:
             const bool winograd = mode == InferenceMode::fast && K == 3 && ci >= 16 && co >= 16;
             if (!winograd) {
                 layers_.push_back(kernels::prepare_conv_direct(layer.weight, layer.bias, scale.view(), shift.view(), layer.relu));
+                // After a ReLU most inputs are zero (about 70% in a trained model): the sparse kernel
+                // skips them and gives the same floats (see PreparedConv::sparse_input).
+                layers_.back().sparse_input =
+                    input_follows_relu && layers_.back().method == kernels::PreparedConv::Method::direct;
+                input_follows_relu = layer.relu;
                 continue;
             }
+            input_follows_relu = layer.relu;
             // Fold batch norm: (conv(x, w) + b) * s + t = conv(x, w * s) + (b * s + t), in double.
             Tensor<float> w(layer.weight.shape), b(Shape{co});
             for (index_t i = 0; i < w.size(); ++i) {
