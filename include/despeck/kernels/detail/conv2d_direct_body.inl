@@ -229,60 +229,76 @@ inline void sparse_columns(const SparseRow& r, index_t w0, index_t W, const floa
     (sparse_column<RW, NV, J>(r, w0 - 1 + J, W, tap, acc), ...);
 }
 
-// Output pixels [w0, w0 + RW) of one row, NV vectors of channels; rows[i] is input row h + i - 1
-// compressed, or nullptr where that row is padding. wp: packed weights at the block's first channel.
+// Output pixels [w0, w0 + RW) of one row, NV vectors of channels, and one tap row: input row r
+// compressed, weights wt at that tap row's first tap and the block's first channel. The
+// accumulators start from the bias on the first tap row and from y (where the previous tap row
+// left them) after it; the last tap row applies the epilogue. Tap rows outside the loop over the
+// row's blocks keep one tap row's weights (3 x ci x 64 floats, 48 KiB for 64 channels) in L1
+// while the blocks run, where all three (144 KiB) would not fit (interleaved A/B on real
+// activations: 5-10% faster).
 template <int RW, int NV>
-inline void sparse_block(const SparseRow* const* rows, index_t w0, index_t W, const float* wp, index_t ci, index_t cop,
-                         const float* bias, float* y, index_t co, int lanes, const BlockEpilogue& ep) {
+inline void sparse_block(const SparseRow& r, index_t w0, index_t W, const float* wt, index_t ci, index_t cop, bool first,
+                         bool last, const float* bias, float* y, index_t co, int lanes, const BlockEpilogue& ep) {
     typename V::reg acc[RW][NV];
+    const int full = lanes / V::width, part = lanes % V::width;
     DESPECK_UNROLL
     for (int v = 0; v < NV; ++v) {
         const typename V::reg b0 = bias ? V::load(bias + v * V::width) : V::zero();
         DESPECK_UNROLL
-        for (int r = 0; r < RW; ++r) acc[r][v] = b0;
+        for (int o = 0; o < RW; ++o) {
+            const float* in = y + o * co + v * V::width;
+            acc[o][v] = first ? b0 : v < full ? V::load(in) : part ? V::load_part(in, part) : V::zero();
+        }
     }
-    for (int i = 0; i < 3; ++i) {
-        if (!rows[i]) continue;
-        const float* const tap[3] = {wp + (i * 3) * ci * cop, wp + (i * 3 + 1) * ci * cop, wp + (i * 3 + 2) * ci * cop};
-        sparse_columns<RW, NV>(*rows[i], w0, W, tap, &acc[0][0], std::make_integer_sequence<int, RW + 2>{});
-    }
-    store_block<RW, NV>(acc, y, co, lanes, /*accumulate=*/false, ep);
+    const float* const tap[3] = {wt, wt + ci * cop, wt + 2 * ci * cop};
+    sparse_columns<RW, NV>(r, w0, W, tap, &acc[0][0], std::make_integer_sequence<int, RW + 2>{});
+    static constexpr BlockEpilogue none{nullptr, nullptr, false};
+    store_block<RW, NV>(acc, y, co, lanes, /*accumulate=*/false, last ? ep : none);
 }
 
 template <int NV>
-inline void sparse_block_any(int rw, const SparseRow* const* rows, index_t w0, index_t W, const float* wp, index_t ci,
-                             index_t cop, const float* bias, float* y, index_t co, int lanes, const BlockEpilogue& ep) {
+inline void sparse_block_any(int rw, const SparseRow& r, index_t w0, index_t W, const float* wt, index_t ci, index_t cop,
+                             bool first, bool last, const float* bias, float* y, index_t co, int lanes,
+                             const BlockEpilogue& ep) {
     switch (rw) {
-        case 6: if constexpr (V::max_rw >= 6) return sparse_block<6, NV>(rows, w0, W, wp, ci, cop, bias, y, co, lanes, ep); break;
-        case 4: if constexpr (V::max_rw >= 4) return sparse_block<4, NV>(rows, w0, W, wp, ci, cop, bias, y, co, lanes, ep); break;
-        case 2: return sparse_block<2, NV>(rows, w0, W, wp, ci, cop, bias, y, co, lanes, ep);
+        case 6: if constexpr (V::max_rw >= 6) return sparse_block<6, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep); break;
+        case 4: if constexpr (V::max_rw >= 4) return sparse_block<4, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep); break;
+        case 2: return sparse_block<2, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep);
         default: break;
     }
-    sparse_block<1, NV>(rows, w0, W, wp, ci, cop, bias, y, co, lanes, ep);
+    sparse_block<1, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep);
 }
 
-// Output row (n, h), every chunk of output channels, from its three compressed input rows.
+// Output row (n, h), every chunk of output channels, from its compressed input rows: rows[i] is
+// input row h + i - 1, or nullptr where that row is padding (at least the middle one is there).
 inline void sparse_forward_row(const DirectConvArgs& a, const SparseRow* const* rows, index_t n, index_t h) {
     const index_t W = a.W;
+    int present[3], count = 0;
+    for (int i = 0; i < 3; ++i)
+        if (rows[i]) present[count++] = i;
     for (index_t co0 = 0; co0 < a.co; co0 += a.chunk_width) {
         const int lanes = static_cast<int>(std::min<index_t>(a.chunk_width, a.co - co0));
         const int nv = (lanes + V::width - 1) / V::width;
-        const float* wp = a.wp + co0;
         const float* bias = a.bias_padded ? a.bias_padded + co0 : nullptr;
         const BlockEpilogue ep{a.post_scale ? a.post_scale + co0 : nullptr, a.post_shift ? a.post_shift + co0 : nullptr,
                                a.post_relu};
         float* yrow = a.y + ((n * a.H + h) * W) * a.co + co0;
-        for (index_t w0 = 0; w0 < W;) {
-            const int rw = next_block_width(W - w0);
-            float* y = yrow + w0 * a.co;
-            switch (nv) {
-                case 1: sparse_block_any<1>(rw, rows, w0, W, wp, a.ci, a.cop, bias, y, a.co, lanes, ep); break;
-                case 2: sparse_block_any<2>(rw, rows, w0, W, wp, a.ci, a.cop, bias, y, a.co, lanes, ep); break;
-                case 3: if constexpr (V::max_nv >= 3) sparse_block_any<3>(rw, rows, w0, W, wp, a.ci, a.cop, bias, y, a.co, lanes, ep); break;
-                case 4: if constexpr (V::max_nv >= 4) sparse_block_any<4>(rw, rows, w0, W, wp, a.ci, a.cop, bias, y, a.co, lanes, ep); break;
-                default: break;
+        for (int k = 0; k < count; ++k) {
+            const int i = present[k];
+            const bool first = k == 0, last = k == count - 1;
+            const float* wt = a.wp + (i * 3) * a.ci * a.cop + co0;
+            for (index_t w0 = 0; w0 < W;) {
+                const int rw = next_block_width(W - w0);
+                float* y = yrow + w0 * a.co;
+                switch (nv) {
+                    case 1: sparse_block_any<1>(rw, *rows[i], w0, W, wt, a.ci, a.cop, first, last, bias, y, a.co, lanes, ep); break;
+                    case 2: sparse_block_any<2>(rw, *rows[i], w0, W, wt, a.ci, a.cop, first, last, bias, y, a.co, lanes, ep); break;
+                    case 3: if constexpr (V::max_nv >= 3) sparse_block_any<3>(rw, *rows[i], w0, W, wt, a.ci, a.cop, first, last, bias, y, a.co, lanes, ep); break;
+                    case 4: if constexpr (V::max_nv >= 4) sparse_block_any<4>(rw, *rows[i], w0, W, wt, a.ci, a.cop, first, last, bias, y, a.co, lanes, ep); break;
+                    default: break;
+                }
+                w0 += rw;
             }
-            w0 += rw;
         }
     }
 }
