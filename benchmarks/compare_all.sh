@@ -26,6 +26,18 @@ $py -c "import torch" 2>/dev/null || { echo "/usr/bin/python3 has no torch (apt-
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 [ -f "$jemalloc" ] || { echo "missing $jemalloc (apt-get install libjemalloc2)" >&2; exit 2; }
 tuned_torch=(env LD_PRELOAD="$jemalloc" MALLOC_CONF="retain:true,dirty_decay_ms:-1,muzzy_decay_ms:-1" $py)
+# Inference on a trained model as well: the authors' pretrained deSpeckNet (single-channel linear
+# intensity) on a real TerraSAR-X crop mirrored out to the tile, PyTorch in channels_last (its
+# fastest layout here, and NCHW eager takes 20 s a run). Needs ../shared and python3-scipy.
+pretrained_mat=../shared/data/pretrained/deSpeckNet-epoch-30.mat
+sar_image=../shared/data/sar/tsx_slc_intensity_1look_256x256.npy
+pretrained_ckpt=
+if [ -f "$pretrained_mat" ] && [ -f "$sar_image" ] && $py -c "import scipy.io" 2>/dev/null; then
+  pretrained_ckpt="$out/despecknet_pretrained.safetensors"
+  $py benchmarks/matconvnet_to_checkpoint.py "$pretrained_mat" "$pretrained_ckpt" >&2
+else
+  echo "skipping the pretrained-model rows: needs $pretrained_mat, $sar_image and python3-scipy" >&2
+fi
 
 run() {  # run <label> <threads> <command...>: output lines prefixed with the label
   local label=$1 threads=$2
@@ -45,6 +57,12 @@ for r in $(seq 1 "$rounds"); do
     echo "== round $r" >>"$log"
     run despeck "$th" "$bin/examples/time_train_step" --threads "$th" --steps 3 --tile "$tile"
     run pytorch "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
+    if [ -n "$pretrained_ckpt" ]; then  # the authors' trained model on real SAR (sparse activations)
+      run despeck_pretrained "$th" "$bin/examples/time_train_step" --threads "$th" --steps 0 --tile "$tile" \
+        --model "$pretrained_ckpt" --image "$sar_image"
+      run pytorch_pretrained "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 0 \
+        --tile "$tile" --layouts nhwc --pretrained "$pretrained_mat" --image "$sar_image"
+    fi
     run onednn "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --algorithm direct --repeats 20
     run onednn_blocked "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --activations any --repeats 20
     # Medians of 10 repetitions, as onednn_conv reports the median of its runs.

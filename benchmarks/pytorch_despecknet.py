@@ -27,9 +27,11 @@ by side: per-variant lines start with "variant", the baseline lines with "traini
 "clean-branch inference".
 """
 import argparse
+import copy
 import statistics
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -80,6 +82,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed inference runs per variant")
     parser.add_argument("--layouts", default="nchw,nhwc", help="comma list of nchw, nhwc")
     parser.add_argument("--modes", default="eager,frozen", help="inference: comma list of eager, frozen")
+    parser.add_argument("--pretrained", help="the authors' MatConvNet model (.mat): time its clean branch instead (needs --image)")
+    parser.add_argument("--image", help="with --pretrained: a .npy image, [H,W] float32, mirrored out to the tile")
     args = parser.parse_args()
     layouts = [l for l in args.layouts.split(",") if l]
     modes = [m for m in args.modes.split(",") if m]
@@ -110,31 +114,82 @@ def main():
         layout, ms, loss = best_train
         print(f"training step (batch 16 of 40x40x2, depth 17, 64 filters; best: {layout}): {ms:.1f} ms  "
               f"({gflop} GFLOP, {gflop / (ms / 1e3):.1f} GFLOP/s)  loss {loss:.3f}")
-    if args.tile > 0:
-        best = None
-        with torch.no_grad():
-            for layout in layouts:
-                clean = trained[layout].eval()
-                img = (-12 + 3 * torch.randn(1, 2, args.tile, args.tile)).contiguous(memory_format=LAYOUTS[layout])
-                for mode in modes:
-                    fn = clean if mode == "eager" else torch.jit.freeze(torch.jit.script(clean))
-                    for _ in range(2):  # warm-up; the frozen module's first two runs are the JIT's profiling runs
-                        fn(img)
-                    times = []
-                    for _ in range(max(args.repeats, 1)):
-                        t1 = time.perf_counter()
-                        fn(img)
-                        times.append(time.perf_counter() - t1)
-                    s = statistics.median(times)
-                    px = args.tile * args.tile
-                    print(f"variant {mode} {layout}: inference {args.tile}x{args.tile}x2 median {s:.3f} s "
-                          f"({px / s / 1e6:.3f} Mpx/s; runs {', '.join(f'{px / t / 1e6:.3f}' for t in times)})")
-                    if best is None or s < best[1]:
-                        best = (f"{mode} {layout}", s)
-        name, s = best
-        print(f"clean-branch inference (best: {name}) {args.tile}x{args.tile}x2: {s:.3f} s  "
-              f"({args.tile * args.tile / s / 1e6:.3f} Mpx/s)")
+    if args.tile > 0 and not args.pretrained:
+        img = -12 + 3 * torch.randn(1, 2, args.tile, args.tile)
+        time_inference({l: trained[l].eval() for l in layouts}, img, modes, args.repeats, "clean-branch inference")
+    if args.pretrained:
+        if not args.image or args.tile <= 0:
+            parser.error("--pretrained needs --image and a --tile above 0")
+        img = mirrored_tile(np.load(args.image).astype(np.float32), args.tile)
+        model = pretrained_clean_branch(args.pretrained)
+        time_inference({l: copy.deepcopy(model).to(memory_format=LAYOUTS[l]) for l in layouts}, img, modes, args.repeats,
+                       "pretrained-model inference")
 
+
+def time_inference(module_by_layout, img, modes, repeats, what):
+    """Each layout x mode's median of `repeats` runs after warm-up; prints the variants and the best."""
+    best = None
+    tile, channels = img.shape[2], img.shape[1]
+    shape = f"{tile}x{tile}x{channels}"
+    with torch.no_grad():
+        for layout, clean in module_by_layout.items():
+            x = img.contiguous(memory_format=LAYOUTS[layout])
+            for mode in modes:
+                fn = clean if mode == "eager" else torch.jit.freeze(torch.jit.script(clean))
+                for _ in range(2):  # warm-up; the frozen module's first two runs are the JIT's profiling runs
+                    fn(x)
+                times = []
+                for _ in range(max(repeats, 1)):
+                    t1 = time.perf_counter()
+                    fn(x)
+                    times.append(time.perf_counter() - t1)
+                s = statistics.median(times)
+                px = tile * tile
+                print(f"variant {mode} {layout}: {what} {shape} median {s:.3f} s "
+                      f"({px / s / 1e6:.3f} Mpx/s; runs {', '.join(f'{px / t / 1e6:.3f}' for t in times)})")
+                if best is None or s < best[1]:
+                    best = (f"{mode} {layout}", s)
+    name, s = best
+    print(f"{what} (best: {name}) {shape}: {s:.3f} s  ({tile * tile / s / 1e6:.3f} Mpx/s)")
+
+
+def mirrored_tile(image, side):
+    """[H,W] or [H,W,C] mirrored out to side x side (period 2H, 2W), as time_train_step --image: [1,C,side,side]."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    def mirror(n):
+        m = np.arange(side) % (2 * n)
+        return np.where(m < n, m, 2 * n - 1 - m)
+    tile = image[mirror(image.shape[0])][:, mirror(image.shape[1])]
+    return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))[None]
+
+
+def pretrained_clean_branch(path):
+    """The clean branch of the authors' MatConvNet model (see matconvnet_to_checkpoint.py), eval mode.
+    MatConvNet's test-mode batch norm divides by its stored sigma: running_var = sigma^2 - eps."""
+    import warnings
+    # numpy, imported again by scipy after set_flush_denormal, finds no subnormals and says so.
+    warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
+    import scipy.io  # python3-scipy; only this option needs it
+    net = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["net"]
+    params = {p.name: np.asarray(p.value, dtype=np.float32) for p in net.params}
+    convs = sorted(int(l.name[4:]) for l in net.layers if l.type == "dagnn.Conv" and int(l.name[4:]) <= 48)
+    bnorms = sorted(int(l.name[5:]) for l in net.layers if l.type == "dagnn.BatchNorm" and int(l.name[5:]) <= 48)
+    model = branch(1)
+    layer_convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    layer_bns = [m for m in model if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for conv, k in zip(layer_convs, convs):
+            w = params[f"conv{k}_f"].reshape(3, 3, conv.in_channels, conv.out_channels)
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))))
+            conv.bias.copy_(torch.from_numpy(params[f"conv{k}_b"].reshape(-1)))
+        for bn, k in zip(layer_bns, bnorms):
+            m = params[f"bnorm{k}_m"].reshape(64, 2).astype(np.float64)
+            bn.weight.copy_(torch.from_numpy(params[f"bnorm{k}_g"].reshape(-1)))
+            bn.bias.copy_(torch.from_numpy(params[f"bnorm{k}_b"].reshape(-1)))
+            bn.running_mean.copy_(torch.from_numpy(m[:, 0].astype(np.float32)))
+            bn.running_var.copy_(torch.from_numpy((m[:, 1] ** 2 - bn.eps).astype(np.float32)))
+    return model.eval()
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,10 @@
 // Speed comparisons with PyTorch and oneDNN belong to benchmarks/; this prints the plain time.
 //
 //   time_train_step [--steps 3] [--tile 256] [--repeats 3] [--threads N]
+//                   [--model trained.safetensors --image crop.npy]
+// With --model, exact and fast inference are timed on that model instead, on the image mirrored
+// out to the tile: a trained model's activations are sparser than an untrained one's, which the
+// exact mode's sparse-input kernel turns into speed.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,8 +17,71 @@
 #include <vector>
 
 #include "despeck/despeck.hpp"
+#include "despeck/io/checkpoint.hpp"
+#include "despeck/io/npy.hpp"
 
 using namespace despeck;
+
+namespace {
+
+// The median of --repeats runs of exact and fast clean-branch inference on img, after a warm-up;
+// prints "<what> (<mode>) HxWxC: s (Mpx/s) ..." lines.
+void time_inference(const DeSpeckNet<float>& model, const Tensor<float>& img, int repeats, const char* what) {
+    using clock = std::chrono::steady_clock;
+    const index_t H = img.shape()[1], W = img.shape()[2], C = img.shape()[3];
+    for (const auto mode : {InferenceMode::exact, InferenceMode::fast}) {
+        const char* name = mode == InferenceMode::exact ? "exact" : "fast";
+        // The plan (weights packed or Winograd-transformed, batch norm folded) is built
+        // once, outside the timed runs, as pytorch_despecknet.py freezes its module before
+        // timing it; its cost is printed on its own line. predict_clean() builds one per
+        // call, and is what runs when --conv picks kernels that plans do not use.
+        std::optional<BranchPlan<float>> plan;
+        double plan_ms = 0;
+        if (kernels::simd_kernels_selected()) {
+            const auto t_plan = clock::now();
+            plan.emplace(model, DeSpeckNet<float>::clean_branch, mode);
+            plan_ms = std::chrono::duration<double, std::milli>(clock::now() - t_plan).count();
+        }
+        const auto infer = [&] { return plan ? plan->run(img.view()) : model.predict_clean(img.view(), mode); };
+        (void)infer();  // warm-up: first-touch pages
+        // The median of --repeats runs, the statistic benchmarks/pytorch_despecknet.py
+        // reports for PyTorch.
+        std::vector<double> runs;
+        for (int r = 0; r < repeats; ++r) {
+            const auto t1 = clock::now();
+            const Tensor<float> out = infer();
+            runs.push_back(std::chrono::duration<double>(clock::now() - t1).count());
+        }
+        std::vector<double> sorted = runs;
+        std::sort(sorted.begin(), sorted.end());
+        const std::size_t mid = sorted.size() / 2;
+        const double s = sorted.size() % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2, px = double(H) * W;
+        std::printf("%s (%s) %ldx%ldx%ld: %.3f s  (%.3f Mpx/s)  median of %d runs, Mpx/s:", what, name, long(H), long(W),
+                    long(C), s, px / s / 1e6, repeats);
+        for (double t : runs) std::printf(" %.3f", px / t / 1e6);
+        std::printf("\n");
+        if (plan) std::printf("inference plan (%s), built once per model: %.1f ms\n", name, plan_ms);
+    }
+}
+
+// img [H,W] or [H,W,C] mirrored out to side x side (reflection at the edges, period 2H and 2W),
+// as pytorch_despecknet.py --image does: [1,side,side,C].
+Tensor<float> mirrored_tile(const Tensor<float>& img, index_t side) {
+    const Shape s = img.shape();
+    if (s.rank() != 2 && s.rank() != 3) throw shape_error("--image: expected [H,W] or [H,W,C], got " + s.str());
+    const index_t H = s[0], W = s[1], C = s.rank() == 3 ? s[2] : 1;
+    const auto mirror = [](index_t i, index_t n) {
+        const index_t m = i % (2 * n);
+        return m < n ? m : 2 * n - 1 - m;
+    };
+    Tensor<float> out(Shape{1, side, side, C});
+    for (index_t h = 0; h < side; ++h)
+        for (index_t w = 0; w < side; ++w)
+            for (index_t c = 0; c < C; ++c) out[(h * side + w) * C + c] = img[(mirror(h, H) * W + mirror(w, W)) * C + c];
+    return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"Time the full-size deSpeckNet training step and clean-branch inference"};
@@ -24,6 +91,9 @@ int main(int argc, char** argv) {
     app.add_option("--repeats", repeats, "timed inference runs per mode, after one warm-up; the median counts")
         ->check(CLI::PositiveNumber);
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
+    std::string model_path, image_path;
+    app.add_option("--model", model_path, "a trained checkpoint: time inference on it instead (needs --image)");
+    app.add_option("--image", image_path, "with --model: an image (.npy, [H,W] or [H,W,C] float32) mirrored out to the tile");
     std::string conv = "automatic";
     app.add_option("--conv", conv, "training convolutions: automatic (Winograd where it applies), direct (exact fp32), "
                                    "winograd, im2col_gemm, reference")
@@ -61,43 +131,19 @@ int main(int argc, char** argv) {
             std::printf("training step (batch 16 of 40x40x2, depth 17, 64 filters): %.1f ms  (%.1f GFLOP, %.1f GFLOP/s)  loss %.3f\n",
                         ms, gflop, gflop / (ms / 1e3), l.total);
         }
-        if (tile > 0) {
+        if (tile > 0 && model_path.empty()) {
             Tensor<float> img(Shape{1, tile, tile, 2});
             for (index_t i = 0; i < img.size(); ++i) img[i] = static_cast<float>(-12 + 3 * rng.normal());
-            for (const auto mode : {InferenceMode::exact, InferenceMode::fast}) {
-                const char* name = mode == InferenceMode::exact ? "exact" : "fast";
-                // The plan (weights packed or Winograd-transformed, batch norm folded) is built
-                // once, outside the timed runs, as pytorch_despecknet.py freezes its module before
-                // timing it; its cost is printed on its own line. predict_clean() builds one per
-                // call, and is what runs when --conv picks kernels that plans do not use.
-                std::optional<BranchPlan<float>> plan;
-                double plan_ms = 0;
-                if (kernels::simd_kernels_selected()) {
-                    const auto t_plan = clock::now();
-                    plan.emplace(model, DeSpeckNet<float>::clean_branch, mode);
-                    plan_ms = std::chrono::duration<double, std::milli>(clock::now() - t_plan).count();
-                }
-                const auto infer = [&] { return plan ? plan->run(img.view()) : model.predict_clean(img.view(), mode); };
-                (void)infer();  // warm-up: first-touch pages
-                // The median of --repeats runs, the statistic benchmarks/pytorch_despecknet.py
-                // reports for PyTorch.
-                std::vector<double> runs;
-                for (int r = 0; r < repeats; ++r) {
-                    const auto t1 = clock::now();
-                    const Tensor<float> out = infer();
-                    runs.push_back(std::chrono::duration<double>(clock::now() - t1).count());
-                }
-                std::vector<double> sorted = runs;
-                std::sort(sorted.begin(), sorted.end());
-                const std::size_t mid = sorted.size() / 2;
-                const double s = sorted.size() % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2,
-                             px = double(tile) * tile;
-                std::printf("clean-branch inference (%s) %dx%dx2: %.3f s  (%.3f Mpx/s)  median of %d runs, Mpx/s:", name, tile,
-                            tile, s, px / s / 1e6, repeats);
-                for (double t : runs) std::printf(" %.3f", px / t / 1e6);
-                std::printf("\n");
-                if (plan) std::printf("inference plan (%s), built once per model: %.1f ms\n", name, plan_ms);
-            }
+            time_inference(model, img, repeats, "clean-branch inference");
+        }
+        if (!model_path.empty()) {
+            if (image_path.empty() || tile <= 0) throw value_error("--model needs --image and a --tile above 0");
+            const DeSpeckNet<float> trained = io::load_model<float>(model_path);
+            const Tensor<float> img = mirrored_tile(io::read_npy_f32(image_path), tile);
+            if (img.shape()[3] != trained.config().channels)
+                throw shape_error("--image " + image_path + " has " + std::to_string(img.shape()[3]) + " channels, the model " +
+                                  std::to_string(trained.config().channels));
+            time_inference(trained, img, repeats, "pretrained-model inference");
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());

@@ -774,7 +774,7 @@ struct PreparedConv {
     // direct, 3x3: the input follows a ReLU, so rows whose three input rows hold at most
     // sparse_max_density nonzeros skip the zeros (same floats as the dense kernel, bit for bit).
     bool sparse_input = false;
-    float sparse_max_density = 0.4f;
+    float sparse_max_density = 0.45f;
 };
 
 namespace detail_direct {
