@@ -54,7 +54,7 @@ def parse(path):
                 continue
             p = int(re.search(r"pass:(\d)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
-                    "winograd_backward_data", "winograd_backward_weights", "winograd6_forward"][p]
+                    "winograd_backward_data", "winograd_backward_weights", "winograd6_forward", "sparse_exact_layer"][p]
             values[("despeck", threads, f"{name}_gflops")].append(b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"])
             values[("despeck", threads, "peak_gflops")].append(b["peak_GFLOP/s"])
     return values
