@@ -3,7 +3,8 @@
 # and oneDNN (Debian's libdnnl-dev) on the same shapes and the same threads, interleaved round by
 # round so that drifting load hits all of them alike; then a table of medians and spread.
 #   bash benchmarks/compare_all.sh [rounds=3] [tile=1024] [out=build/benchmarks/compare]
-# tile 1024 is the inference shape (3 rounds: about 21 minutes); 512 is quicker (13).
+# tile 1024 is the inference shape (3 rounds: about 29 minutes with the pretrained-model
+# rows, which need ../shared and python3-scipy, 21 without them); 512 is quicker.
 # Needs a Release build with benchmarks (cmake --build build), /usr/bin/python3 with torch,
 # GNU time (/usr/bin/time) for peak memory. Writes $out/log.txt and $out/table.md.
 set -euo pipefail
