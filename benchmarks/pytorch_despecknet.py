@@ -178,12 +178,15 @@ def pretrained_clean_branch(path):
     model = branch(1)
     layer_convs = [m for m in model if isinstance(m, nn.Conv2d)]
     layer_bns = [m for m in model if isinstance(m, nn.BatchNorm2d)]
+    if len(convs) != len(layer_convs) or len(bnorms) != len(layer_bns):
+        raise SystemExit(f"{path}: {len(convs)} convs and {len(bnorms)} batch norms in the clean branch, not 17 and 15")
     with torch.no_grad():
         for conv, k in zip(layer_convs, convs):
             w = params[f"conv{k}_f"].reshape(3, 3, conv.in_channels, conv.out_channels)
             conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))))
             conv.bias.copy_(torch.from_numpy(params[f"conv{k}_b"].reshape(-1)))
         for bn, k in zip(layer_bns, bnorms):
+            bn.eps = 1e-8  # as matconvnet_to_checkpoint.py: sigma^2 reaches 8e-5, below the default 1e-4
             m = params[f"bnorm{k}_m"].reshape(64, 2).astype(np.float64)
             bn.weight.copy_(torch.from_numpy(params[f"bnorm{k}_g"].reshape(-1)))
             bn.bias.copy_(torch.from_numpy(params[f"bnorm{k}_b"].reshape(-1)))

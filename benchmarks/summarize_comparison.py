@@ -106,7 +106,7 @@ def main():
         ratio_row("3", f"fast inference {tile}x{tile}x2, Mpx/s, {th} thread(s) (despeck / PyTorch's best configuration)",
                   ("despeck", th, "infer_fast_mpxs"), ("pytorch", th, "infer_exact_mpxs"), True, 3.0, 3)
         # The authors' trained model on real SAR (its ReLUs leave about 70% zeros, an untrained
-        # model's about half): the workload despeckling runs. Rows absent when the runner skipped it.
+        # model's about half): the workload despeckling runs. "not measured" when the runner skipped it.
         ratio_row("2", f"exact inference {tile}x{tile}x1, authors' pretrained model on real SAR, Mpx/s, {th} thread(s) "
                   "(despeck / PyTorch's best configuration)",
                   ("despeck_pretrained", th, "infer_exact_mpxs"), ("pytorch_pretrained", th, "infer_exact_mpxs"), True, 1.25, 3)

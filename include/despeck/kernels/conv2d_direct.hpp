@@ -558,15 +558,17 @@ inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
     });
 }
 
-// Like run_forward, for a 3x3 layer whose input is mostly zeros (it follows a ReLU): each thread
-// takes a contiguous range of output rows, so it compresses each input row once (see
-// sparse_forward_rows); rows denser than max_density run the dense kernel.
+// Like run_forward, for a 3x3 layer whose input is mostly zeros (it follows a ReLU). Work items
+// are bands of 32 output rows: within a band each input row is compressed once (see
+// sparse_forward_rows; the band's two halo rows twice), and the bands are handed out dynamically,
+// because a row's cost now depends on its data (a scene half water and half town would leave one
+// of two threads idle under a static split). Rows denser than max_density run the dense kernel.
 inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density) {
     a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
     const index_t rows = a.N * a.H, per_row = a.W * a.ci;
-    // A sample of up to 16 rows first: where it is denser than max_density (an untrained model's
+    // A sample of at most 16 rows first: where it is denser than max_density (an untrained model's
     // activations are about half zeros), the dense kernel runs without compressing any row.
-    const index_t step = std::max<index_t>(1, rows / 16);
+    const index_t step = (rows + 15) / 16;
     index_t sampled = 0, nonzeros = 0;
     for (index_t r = step / 2; r < rows; r += step, sampled += per_row)
         for (const float* v = a.x + r * per_row; v != a.x + (r + 1) * per_row; ++v) nonzeros += *v != 0.0f;
@@ -575,18 +577,22 @@ inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_d
         run_forward(a, t);
         return;
     }
+    constexpr index_t band = 32;
+    const index_t bands = (rows + band - 1) / band;
     const index_t scratch = static_cast<index_t>(a.K) * (t.max_rw + a.K - 1) * a.ci;
     std::atomic<index_t> sparse_rows{0};
 #if defined(_OPENMP)
-#pragma omp parallel if (rows > 1)
+#pragma omp parallel if (bands > 1)
 #endif
     {
         Tensor<float> buf = Tensor<float>::uninitialized(Shape{std::max<index_t>(scratch, 1)});
-        index_t part = 0, parts = 1;
+        index_t mine = 0;
 #if defined(_OPENMP)
-        part = omp_get_thread_num(), parts = omp_get_num_threads();
+#pragma omp for schedule(dynamic)
 #endif
-        sparse_rows += t.sparse_forward_rows(a, rows * part / parts, rows * (part + 1) / parts, max_density, buf.data());
+        for (index_t b = 0; b < bands; ++b)
+            mine += t.sparse_forward_rows(a, b * band, std::min(rows, (b + 1) * band), max_density, buf.data());
+        sparse_rows += mine;
     }
     last_sparse_rows() = sparse_rows.load();
 }
@@ -772,7 +778,8 @@ struct PreparedConv {
     bool relu = false;
     int winograd_tile = 4;      // winograd: the output tile m of F(m x m, 3x3), 4 or 6
     // direct, 3x3: the input follows a ReLU, so rows whose three input rows hold at most
-    // sparse_max_density nonzeros skip the zeros (same floats as the dense kernel, bit for bit).
+    // sparse_max_density nonzeros skip the zeros (same floats as the dense kernel, bit for bit,
+    // for finite weights: the dense kernel's 0 * inf would be NaN).
     bool sparse_input = false;
     float sparse_max_density = 0.45f;
 };
@@ -810,6 +817,9 @@ inline PreparedConv prepare_conv_direct(TensorView<const float> w, TensorView<co
     p.weights = detail_direct::pack_weights(w, /*rotate=*/false, t.width);
     p.cop = p.weights.shape()[1];
     p.bias = detail_direct::padded(b, p.cop);
+    // A bias of -0 becomes +0, so no accumulator is ever -0: the sparse-input kernel, which skips
+    // products by zero, then agrees with the dense one bit for bit (fma(0, w, -0) can be +0).
+    for (index_t o = 0; o < p.cop; ++o) p.bias[o] += 0.0f;
     if (!bn_scale.empty()) {
         p.scale = detail_direct::padded(bn_scale, p.cop, 1.f);
         p.shift = detail_direct::padded(bn_shift, p.cop);
@@ -974,7 +984,8 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         a.post_scale = p.scale.empty() ? nullptr : p.scale.data();
         a.post_shift = p.shift.empty() ? nullptr : p.shift.data();
         a.post_relu = p.relu;
-        if (p.sparse_input && p.K == 3 && a.W * a.ci < (index_t{1} << 30))  // int32 offsets into a compressed row
+        // int32 indices into a compressed row and int32 weight offsets c * cop
+        if (p.sparse_input && p.K == 3 && a.W * a.ci < (index_t{1} << 30) && a.ci * a.cop < (index_t{1} << 30))
             detail_direct::run_forward_sparse(a, t, p.sparse_max_density);
         else
             detail_direct::run_forward(a, t);

@@ -307,7 +307,8 @@ inline void sparse_forward_row(const DirectConvArgs& a, const SparseRow* const* 
 // compressed once per thread into a ring of three. A row whose three input rows hold more than
 // max_density nonzeros (of their pixels x channels) runs the dense kernel instead: there the
 // gathers cost more than the skipped products save. Returns how many rows ran sparse.
-// scratch: what forward_row needs, K * (max_rw + K - 1) * ci floats.
+// scratch: what forward_row needs, K * (max_rw + K - 1) * ci floats. Inference only: the sparse
+// rows overwrite y (a.accumulate is false; run_prepared_conv never sets it).
 inline index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t r1, float max_density, float* scratch) {
     const index_t W = a.W, ci = a.ci, per_row = W * ci;
     // Per thread, kept across calls (OpenMP keeps its threads): 8 bytes per input value and row.
