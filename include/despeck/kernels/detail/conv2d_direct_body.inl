@@ -105,19 +105,29 @@ inline int next_block_width(index_t remaining) {
     return 1;
 }
 
+// Output row (n, h), output channels [co0, co0 + lanes): what the forward kernels' blocks need.
+struct ForwardChunk {
+    int lanes, nv;       // channels in the chunk, vectors they take
+    const float* bias;   // at co0, or nullptr
+    BlockEpilogue ep;    // at co0
+    float* yrow;         // output pixel (n, h, 0), channel co0
+};
+inline ForwardChunk forward_chunk(const DirectConvArgs& a, index_t n, index_t h, index_t co0) {
+    const int lanes = static_cast<int>(std::min<index_t>(a.chunk_width, a.co - co0));
+    return {lanes, (lanes + V::width - 1) / V::width, a.bias_padded ? a.bias_padded + co0 : nullptr,
+            BlockEpilogue{a.post_scale ? a.post_scale + co0 : nullptr, a.post_shift ? a.post_shift + co0 : nullptr,
+                          a.post_relu},
+            a.y + ((n * a.H + h) * a.W) * a.co + co0};
+}
+
 // One work item: output row (n, h) and output-channel chunk `chunk` (chunk_width channels from
 // chunk * chunk_width). scratch holds K * (max_rw + K - 1) * ci floats for edge blocks.
 inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t chunk, float* scratch) {
     const int K = a.K, P = a.K / 2;
     const index_t H = a.H, W = a.W, ci = a.ci;
     const index_t co0 = chunk * a.chunk_width;
-    const int lanes = static_cast<int>(std::min<index_t>(a.chunk_width, a.co - co0));
-    const int nv = (lanes + V::width - 1) / V::width;
     const float* wp = a.wp + co0;
-    const float* bias = a.bias_padded ? a.bias_padded + co0 : nullptr;
-    const BlockEpilogue ep{a.post_scale ? a.post_scale + co0 : nullptr, a.post_shift ? a.post_shift + co0 : nullptr,
-                           a.post_relu};
-    float* yrow = a.y + ((n * H + h) * W) * a.co + co0;
+    const auto [lanes, nv, bias, ep, yrow] = forward_chunk(a, n, h, co0);
     const float* rows[16];  // K <= 15, checked by the caller
     const float* real_rows[16];
     for (int i = 0; i < K; ++i) {
@@ -277,12 +287,7 @@ inline void sparse_forward_row(const DirectConvArgs& a, const SparseRow* const* 
     for (int i = 0; i < 3; ++i)
         if (rows[i]) present[count++] = i;
     for (index_t co0 = 0; co0 < a.co; co0 += a.chunk_width) {
-        const int lanes = static_cast<int>(std::min<index_t>(a.chunk_width, a.co - co0));
-        const int nv = (lanes + V::width - 1) / V::width;
-        const float* bias = a.bias_padded ? a.bias_padded + co0 : nullptr;
-        const BlockEpilogue ep{a.post_scale ? a.post_scale + co0 : nullptr, a.post_shift ? a.post_shift + co0 : nullptr,
-                               a.post_relu};
-        float* yrow = a.y + ((n * a.H + h) * W) * a.co + co0;
+        const auto [lanes, nv, bias, ep, yrow] = forward_chunk(a, n, h, co0);
         for (int k = 0; k < count; ++k) {
             const int i = present[k];
             const bool first = k == 0, last = k == count - 1;
