@@ -1,6 +1,9 @@
 // Finite-difference gradient checks of every op (tests/support/grad_check.hpp), on odd sizes.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "despeck/ops/batch_norm.hpp"
 #include "despeck/ops/batch_norm_relu.hpp"
 #include "despeck/ops/conv2d.hpp"
@@ -8,6 +11,7 @@
 #include "despeck/ops/mse.hpp"
 #include "despeck/ops/relu.hpp"
 #include "despeck/ops/total_variation.hpp"
+#include "despeck/runtime.hpp"
 #include "support/grad_check.hpp"
 
 using namespace despeck;
@@ -135,6 +139,43 @@ TEST_CASE("relu: gradient away from the kink, and zero gradient below it") {
         if (std::abs(x[i]) < 0.05) x[i] = 0.3;  // finite differences need distance from 0
     auto report = check_gradients({x}, [](Tape<double>&, const Inputs& in) { return ops::relu(in[0]); });
     require_gradients_match(report);
+}
+
+// Beyond 8 chunks of 16384 values the passes run split between threads (parallel_chunks): the
+// same floats as the element-wise definition for every thread count, a partial last chunk, NaN
+// passed on, -0 and 0 giving no gradient, and the backward adding into what dx held.
+TEST_CASE("relu: a buffer split between threads gives the element-wise definition's floats") {
+    const index_t n = 9 * 16384 + 77;
+    Rng rng(29);
+    Tensor<float> x(Shape{n}), dy(Shape{n}), dx0(Shape{n});
+    for (index_t i = 0; i < n; ++i) {
+        x[i] = static_cast<float>(rng.normal());
+        dy[i] = static_cast<float>(rng.normal());
+        dx0[i] = static_cast<float>(rng.normal());
+    }
+    x[5] = std::numeric_limits<float>::quiet_NaN();
+    x[6] = -0.0f;
+    x[n - 1] = 0.0f;
+    const int threads_before = get_runtime_info().max_threads;
+    for (int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        if (!set_num_threads(threads)) continue;  // a build without OpenMP runs the 1-thread case
+        const Tensor<float> y = ops::relu_forward<float>(x.view());
+        Tensor<float> dx = dx0;
+        ops::relu_backward<float>(y.view(), dy.view(), dx.view());
+        for (index_t i = 0; i < n; ++i) {
+            const float want = x[i] > 0.0f ? x[i] : (std::isnan(x[i]) ? x[i] : 0.0f);
+            if (std::isnan(want)) {
+                REQUIRE(std::isnan(y[i]));
+            } else {
+                REQUIRE(y[i] == want);
+            }
+            REQUIRE(dx[i] == dx0[i] + (y[i] > 0.0f ? dy[i] : 0.0f));
+        }
+        CHECK(dx[6] == dx0[6]);
+        CHECK(dx[n - 1] == dx0[n - 1]);
+    }
+    set_num_threads(threads_before);
 }
 
 TEST_CASE("add, subtract, multiply, scale") {

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "despeck/parallel.hpp"
 #include "despeck/tensor.hpp"
 
 namespace despeck {
@@ -162,13 +163,7 @@ public:
 private:
     // Activation gradients are megabytes each: zeroed by all threads, not one.
     static void zero_fill(TensorView<T> g) {
-        const index_t n = g.size();
-        constexpr index_t chunk = index_t(1) << 14;
-        const index_t chunks = (n + chunk - 1) / chunk;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (chunks > 8)
-#endif
-        for (index_t k = 0; k < chunks; ++k) std::fill(g.data + k * chunk, g.data + std::min(n, (k + 1) * chunk), T(0));
+        detail::parallel_chunks(g.size(), [&](index_t begin, index_t end) { std::fill(g.data + begin, g.data + end, T(0)); });
     }
 
     struct Node {

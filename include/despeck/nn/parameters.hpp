@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "despeck/parallel.hpp"
 #include "despeck/tensor.hpp"
 
 namespace despeck {
@@ -61,7 +62,10 @@ public:
     std::span<const T> grads() const { return grads_; }
     index_t total_size() const { return static_cast<index_t>(values_.size()); }
 
-    void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
+    void zero_grad() {
+        T* g = grads_.data();
+        detail::parallel_chunks(total_size(), [g](index_t begin, index_t end) { std::fill(g + begin, g + end, T(0)); });
+    }
 
 private:
     std::vector<Entry> entries_;

@@ -2,20 +2,40 @@
 //   y = max(x, 0);  dx += dy * [y > 0]   (the gradient at exactly 0 is taken as 0)
 #pragma once
 
+#include <algorithm>
+
 #include "despeck/autodiff/tape.hpp"
+#include "despeck/parallel.hpp"
 
 namespace despeck::ops {
 
+// Both passes split the buffer between threads (parallel_chunks): after deSpeckNet's first
+// convolution they touch 16x40x40x64 floats per branch, and on one thread they were 3% of a
+// 2-thread training step.
 template <class T>
 Tensor<T> relu_forward(TensorView<const T> x) {
     Tensor<T> y = Tensor<T>::uninitialized(x.shape);
-    y.flat() = x.flat().max(T(0));
+    const T* in = x.data;
+    T* out = y.data();
+    detail::parallel_chunks(x.size(), [in, out](index_t begin, index_t end) {
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (index_t i = begin; i < end; ++i) out[i] = std::max(in[i], T(0));
+    });
     return y;
 }
 
 template <class T>
 void relu_backward(TensorView<const T> y, TensorView<const T> dy, TensorView<T> dx) {
-    dx.flat() += (y.flat() > T(0)).select(dy.flat(), T(0));
+    const T *out = y.data, *g = dy.data;
+    T* d = dx.data;
+    detail::parallel_chunks(y.size(), [out, g, d](index_t begin, index_t end) {
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (index_t i = begin; i < end; ++i) d[i] += out[i] > T(0) ? g[i] : T(0);
+    });
 }
 
 template <class T>
