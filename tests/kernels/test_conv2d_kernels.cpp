@@ -173,9 +173,11 @@ TEST_CASE("the sparse-input forward gives the dense kernel's floats bit for bit,
         CAPTURE(kernels::to_string(isa));
         kernels::set_simd_isa(isa);
         // 1-pixel, 1-column and 2-pixel images; blocks of 6, 4, 2 and 1 along rows of 13, 11, 29
-        // and 7; channel counts off every vector width, one and several output chunks.
+        // and 7; channel counts off every vector width, one and several output chunks; input
+        // channels over one 64-bit mask word (65: a 1-bit second word; 130: three words).
         for (auto [N, H, W, Ci, Co] : {std::array<index_t, 5>{1, 1, 1, 5, 20}, {1, 7, 1, 19, 37}, {1, 1, 2, 3, 3},
-                                       {2, 5, 13, 64, 64}, {1, 9, 11, 16, 16}, {1, 4, 29, 33, 17}, {1, 6, 7, 64, 129}})
+                                       {2, 5, 13, 64, 64}, {1, 9, 11, 16, 16}, {1, 4, 29, 33, 17}, {1, 6, 7, 64, 129},
+                                       {1, 3, 9, 65, 16}, {1, 2, 5, 130, 20}})
             for (double density : {0.0, 0.3, 1.0}) {
                 CAPTURE(N);
                 CAPTURE(H);

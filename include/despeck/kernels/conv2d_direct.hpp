@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -264,16 +265,11 @@ struct V {
     }
     static float hsum(reg r) { return (r.v[0] + r.v[2]) + (r.v[1] + r.v[3]); }
     static void keep_in_register(reg&) {}
-    // Stores x[c0 .. c0 + width)'s nonzeros (NaN included, -0 not) and their weight offsets
-    // c * cop at vals/offs, packed to the front; writes up to width entries; returns how many.
-    static int compress_nonzero(const float* x, int32_t c0, int32_t cop, float* vals, int32_t* offs) {
-        int k = 0;
-        for (int l = 0; l < 4; ++l) {  // branch-free: always store, advance past nonzeros only
-            vals[k] = x[l];
-            offs[k] = (c0 + l) * cop;
-            k += x[l] != 0.0f;
-        }
-        return k;
+    // Bit l set where x[l] is nonzero (NaN included, -0 not), for the width lanes at x.
+    static unsigned nonzero_bits(const float* x) {
+        unsigned m = 0;
+        for (int l = 0; l < 4; ++l) m |= unsigned(x[l] != 0.0f) << l;
+        return m;
     }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
@@ -316,26 +312,9 @@ struct V {
     // An empty asm that claims to change r: GCC can no longer fold r's load into every
     // instruction that reads r (loading it once per use), and keeps it in a register.
     static void keep_in_register(reg& r) { asm("" : "+x"(r)); }
-    // As the scalar version: the nonzero lanes' positions index a table of 256 lane
-    // permutations that move them to the front.
-    static int compress_nonzero(const float* x, int32_t c0, int32_t cop, float* vals, int32_t* offs) {
-        static constexpr auto table = [] {
-            std::array<std::array<int32_t, 8>, 256> t{};
-            for (int m = 0; m < 256; ++m) {
-                int k = 0;
-                for (int l = 0; l < 8; ++l)
-                    if (m >> l & 1) t[m][k++] = l;
-            }
-            return t;
-        }();
-        const reg v = _mm256_loadu_ps(x);
-        const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
-        const __m256i perm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table[m].data()));
-        const __m256i o = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
-                                             _mm256_set1_epi32(cop));
-        _mm256_storeu_ps(vals, _mm256_permutevar8x32_ps(v, perm));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(offs), _mm256_permutevar8x32_epi32(o, perm));
-        return __builtin_popcount(static_cast<unsigned>(m));
+    // As the scalar version: NEQ_UQ is true for NaN and false for -0.
+    static unsigned nonzero_bits(const float* x) {
+        return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
     }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
@@ -371,16 +350,9 @@ struct V {
     static void store_part(float* p, reg r, int n) { _mm512_mask_storeu_ps(p, mask(n), r); }
     static float hsum(reg r) { return _mm512_reduce_add_ps(r); }  // a tree of shuffles and adds
     static void keep_in_register(reg& r) { asm("" : "+v"(r)); }   // see the AVX2 version
-    // As the scalar version, with the lane compress instructions.
-    static int compress_nonzero(const float* x, int32_t c0, int32_t cop, float* vals, int32_t* offs) {
-        const reg v = _mm512_loadu_ps(x);
-        const __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        const __m512i o = _mm512_mullo_epi32(
-            _mm512_add_epi32(_mm512_set1_epi32(c0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)),
-            _mm512_set1_epi32(cop));
-        _mm512_storeu_ps(vals, _mm512_maskz_compress_ps(m, v));
-        _mm512_storeu_si512(offs, _mm512_maskz_compress_epi32(m, o));
-        return __builtin_popcount(static_cast<unsigned>(m));
+    // As the scalar version: NEQ_UQ is true for NaN and false for -0.
+    static unsigned nonzero_bits(const float* x) {
+        return _mm512_cmp_ps_mask(_mm512_loadu_ps(x), _mm512_setzero_ps(), _CMP_NEQ_UQ);
     }
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
@@ -559,7 +531,7 @@ inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
 }
 
 // Like run_forward, for a 3x3 layer whose input is mostly zeros (it follows a ReLU). Work items
-// are bands of 32 output rows: within a band each input row is compressed once (see
+// are bands of 32 output rows: within a band each input row is masked once (see
 // sparse_forward_rows; the band's two halo rows twice), and the bands are handed out dynamically,
 // because a row's cost now depends on its data (a scene half water and half town would leave one
 // of two threads idle under a static split). Rows denser than max_density run the dense kernel.
@@ -567,7 +539,7 @@ inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_d
     a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
     const index_t rows = a.N * a.H, per_row = a.W * a.ci;
     // A sample of at most 16 rows first: where it is denser than max_density (an untrained model's
-    // activations are about half zeros), the dense kernel runs without compressing any row.
+    // activations are about half zeros), the dense kernel runs without masking any row.
     const index_t step = (rows + 15) / 16;
     index_t sampled = 0, nonzeros = 0;
     for (index_t r = step / 2; r < rows; r += step, sampled += per_row)
@@ -781,7 +753,7 @@ struct PreparedConv {
     // sparse_max_density nonzeros skip the zeros (same floats as the dense kernel, bit for bit,
     // for finite weights: the dense kernel's 0 * inf would be NaN).
     bool sparse_input = false;
-    float sparse_max_density = 0.45f;
+    float sparse_max_density = 0.6f;
 };
 
 namespace detail_direct {
@@ -984,8 +956,7 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         a.post_scale = p.scale.empty() ? nullptr : p.scale.data();
         a.post_shift = p.shift.empty() ? nullptr : p.shift.data();
         a.post_relu = p.relu;
-        // int32 indices into a compressed row and int32 weight offsets c * cop
-        if (p.sparse_input && p.K == 3 && a.W * a.ci < (index_t{1} << 30) && a.ci * a.cop < (index_t{1} << 30))
+        if (p.sparse_input && p.K == 3)
             detail_direct::run_forward_sparse(a, t, p.sparse_max_density);
         else
             detail_direct::run_forward(a, t);

@@ -173,74 +173,91 @@ inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c
 // ---- sparse-input forward (exact inference after a ReLU) -------------------------------------
 // A ReLU leaves most of a trained network's activations at exactly zero (67-72% per layer in the
 // authors' pretrained deSpeckNet on real SAR crops), and a zero adds nothing to any output. So
-// each input row is first compressed, pixel by pixel, into its nonzero values and the weight rows
-// of their channels; a register block of RW output pixels x NV vectors then walks the 3 x (RW + 2)
-// input window column by column, multiplying each nonzero value with the weight vectors of the
-// (up to 3) taps through which it reaches the block's outputs.
+// each input row's nonzeros are first marked, pixel by pixel, in bit masks (one bit per channel);
+// a register block of RW output pixels x NV vectors then walks the 3 x (RW + 2) input window
+// column by column, multiplying each nonzero value with the weight vectors of the (up to 3) taps
+// through which it reaches the block's outputs.
 //
 // Each output still adds its products in the dense kernel's order (tap row, tap column, channel),
 // only without the zero ones, so both kernels give the same floats, bit for bit, and a layer can
 // mix them row by row. 3x3 kernels only: the window's columns are unrolled.
 
 struct SparseRow {
-    const float* vals;     // the row's nonzero values, pixel by pixel, channels ascending
-    const int32_t* offs;   // each one's weight row: channel c * cop floats from its tap's start
-    const int32_t* start;  // [W + 1]: pixel j's entries are [start[j], start[j + 1])
+    const float* x;         // the input row [W][ci], read in place
+    const uint64_t* masks;  // [W][words]: bit c % 64 of word c / 64 set where channel c is nonzero
+    index_t words;          // ceil(ci / 64)
 };
 
-// Compresses input row x [W][ci]. vals and offs hold W * ci + V::width entries (a vector's
-// compress writes whole vectors), start W + 1. Returns the number of nonzeros. -0 counts as zero
-// (it adds nothing either); NaN counts as nonzero, and spreads as in the dense kernel.
-inline index_t compress_row(const float* x, index_t W, index_t ci, index_t cop, float* vals, int32_t* offs,
-                            int32_t* start) {
-    const index_t full = ci / V::width * V::width;
-    const int32_t cop32 = static_cast<int32_t>(cop);
-    int32_t k = 0;
+// Writes input row x [W][ci]'s nonzero bits, masks [W][words], and returns how many are set. -0
+// counts as zero (it adds nothing either); NaN counts as nonzero, and spreads as in the dense
+// kernel.
+inline index_t nonzero_masks(const float* x, index_t W, index_t ci, uint64_t* masks) {
+    const index_t words = (ci + 63) / 64;
+    index_t count = 0;
     for (index_t j = 0; j < W; ++j) {
-        start[j] = k;
         const float* xj = x + j * ci;
-        for (index_t c = 0; c < full; c += V::width)
-            k += V::compress_nonzero(xj + c, static_cast<int32_t>(c), cop32, vals + k, offs + k);
-        for (index_t c = full; c < ci; ++c) {  // branch-free, as compress_nonzero
-            vals[k] = xj[c];
-            offs[k] = static_cast<int32_t>(c) * cop32;
-            k += xj[c] != 0.0f;
+        uint64_t* mj = masks + j * words;
+        for (index_t word = 0; word < words; ++word) {
+            const index_t c0 = word * 64, c1 = std::min(ci, c0 + 64);
+            uint64_t m = 0;
+            index_t c = c0;
+            for (; c + V::width <= c1; c += V::width) m |= uint64_t(V::nonzero_bits(xj + c)) << (c - c0);
+            for (; c < c1; ++c) m |= uint64_t(xj[c] != 0.0f) << (c - c0);
+            mj[word] = m;
+            count += std::popcount(m);
         }
     }
-    start[W] = k;
-    return k;
+    return count;
 }
 
 // Window column J (input column w0 - 1 + J) of one tap row: its nonzeros reach output w0 + J - kx
 // through tap column kx. tap[kx] is that tap's packed weights at the block's first channel; acc
 // the block's [RW][NV] accumulators, flat (as an array reference, GCC 12 merges the identical
 // bodies of different RW and then warns that one's array type overruns the other's object).
+// The channels come from the pixel's bit mask (count trailing zeros, clear the lowest bit), so
+// the addresses of a nonzero's value and weight rows are computed, not loaded: with a loaded
+// offset per nonzero (the first version), the weight loads waited on that load and the loop ran
+// at 1.1-1.3 FMAs per cycle against 1.5-1.75 with computed addresses (docs/benchmarks.md).
+// One nonzero value xb of window column J times its weight rows (at offset off from each tap's
+// start) into the accumulators of the outputs it reaches: up to 3 taps x NV vectors, unrolled at
+// compile time (a DESPECK_UNROLL loop inside sparse_column's while loop stayed a loop in GCC 12,
+// with the accumulators in memory).
+template <int RW, int NV, int J, int... I>
+DESPECK_ALWAYS_INLINE void sparse_fmas(typename V::reg xb, const float* const (&tap)[3], index_t off, typename V::reg* acc,
+                        std::integer_sequence<int, I...>) {
+    const auto one = [&]<int kx, int v>() {
+        constexpr int o = J - kx;
+        if constexpr (o >= 0 && o < RW) acc[o * NV + v] = V::fma(xb, V::load(tap[kx] + off + v * V::width), acc[o * NV + v]);
+    };
+    (one.template operator()<I / NV, I % NV>(), ...);
+}
+
 template <int RW, int NV, int J>
-inline void sparse_column(const SparseRow& r, index_t col, index_t W, const float* const (&tap)[3], typename V::reg* acc) {
+DESPECK_ALWAYS_INLINE void sparse_column(const SparseRow& r, index_t col, index_t W, index_t ci, index_t cop, const float* const (&tap)[3],
+                          typename V::reg* acc) {
     if (col < 0 || col >= W) return;  // zero padding
-    const int32_t end = r.start[col + 1];
-    for (int32_t k = r.start[col]; k < end; ++k) {
-        const typename V::reg xb = V::bcast(r.vals[k]);
-        const int32_t off = r.offs[k];
-        DESPECK_UNROLL
-        for (int kx = 0; kx < 3; ++kx) {
-            const int o = J - kx;
-            if (o < 0 || o >= RW) continue;
-            DESPECK_UNROLL
-            for (int v = 0; v < NV; ++v)
-                acc[o * NV + v] = V::fma(xb, V::load(tap[kx] + off + v * V::width), acc[o * NV + v]);
+    const float* xj = r.x + col * ci;
+    const uint64_t* mj = r.masks + col * r.words;
+    for (index_t word = 0; word < r.words; ++word) {
+        uint64_t m = mj[word];
+        const float* xw = xj + word * 64;
+        const index_t w_off = word * 64 * cop;
+        while (m) {
+            const index_t c = std::countr_zero(m);
+            m &= m - 1;
+            sparse_fmas<RW, NV, J>(V::bcast(xw[c]), tap, w_off + c * cop, acc, std::make_integer_sequence<int, 3 * NV>{});
         }
     }
 }
 
 template <int RW, int NV, int... J>
-inline void sparse_columns(const SparseRow& r, index_t w0, index_t W, const float* const (&tap)[3], typename V::reg* acc,
-                           std::integer_sequence<int, J...>) {
-    (sparse_column<RW, NV, J>(r, w0 - 1 + J, W, tap, acc), ...);
+inline void sparse_columns(const SparseRow& r, index_t w0, index_t W, index_t ci, index_t cop, const float* const (&tap)[3],
+                           typename V::reg* acc, std::integer_sequence<int, J...>) {
+    (sparse_column<RW, NV, J>(r, w0 - 1 + J, W, ci, cop, tap, acc), ...);
 }
 
 // Output pixels [w0, w0 + RW) of one row, NV vectors of channels, and one tap row: input row r
-// compressed, weights wt at that tap row's first tap and the block's first channel. The
+// with its masks, weights wt at that tap row's first tap and the block's first channel. The
 // accumulators start from the bias on the first tap row and from y (where the previous tap row
 // left them) after it; the last tap row applies the epilogue. Tap rows outside the loop over the
 // row's blocks keep one tap row's weights (3 x ci x 64 floats, 48 KiB for 64 channels) in L1
@@ -261,7 +278,7 @@ inline void sparse_block(const SparseRow& r, index_t w0, index_t W, const float*
         }
     }
     const float* const tap[3] = {wt, wt + ci * cop, wt + 2 * ci * cop};
-    sparse_columns<RW, NV>(r, w0, W, tap, &acc[0][0], std::make_integer_sequence<int, RW + 2>{});
+    sparse_columns<RW, NV>(r, w0, W, ci, cop, tap, &acc[0][0], std::make_integer_sequence<int, RW + 2>{});
     static constexpr BlockEpilogue none{nullptr, nullptr, false};
     store_block<RW, NV>(acc, y, co, lanes, /*accumulate=*/false, last ? ep : none);
 }
@@ -279,7 +296,7 @@ inline void sparse_block_any(int rw, const SparseRow& r, index_t w0, index_t W, 
     sparse_block<1, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep);
 }
 
-// Output row (n, h), every chunk of output channels, from its compressed input rows: rows[i] is
+// Output row (n, h), every chunk of output channels, from its masked input rows: rows[i] is
 // input row h + i - 1, or nullptr where that row is padding (at least the middle one is there).
 inline void sparse_forward_row(const DirectConvArgs& a, const SparseRow* const* rows, index_t n, index_t h) {
     const index_t W = a.W;
@@ -308,27 +325,20 @@ inline void sparse_forward_row(const DirectConvArgs& a, const SparseRow* const* 
     }
 }
 
-// Output rows [r0, r1) of the N * H rows (row n * H + h), in order, so that each input row is
-// compressed once per thread into a ring of three. A row whose three input rows hold more than
+// Output rows [r0, r1) of the N * H rows (row n * H + h), in order, so that each input row's
+// masks are made once per thread, in a ring of three. A row whose three input rows hold more than
 // max_density nonzeros (of their pixels x channels) runs the dense kernel instead: there the
-// gathers cost more than the skipped products save. Returns how many rows ran sparse.
+// sparse loop's overheads cost more than the skipped products save. Returns how many rows ran sparse.
 // scratch: what forward_row needs, K * (max_rw + K - 1) * ci floats. Inference only: the sparse
 // rows overwrite y (a.accumulate is false; run_prepared_conv never sets it).
 inline index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t r1, float max_density, float* scratch) {
-    const index_t W = a.W, ci = a.ci, per_row = W * ci;
-    // Per thread, kept across calls (OpenMP keeps its threads): 8 bytes per input value and row.
-    thread_local std::vector<float> vals;
-    thread_local std::vector<int32_t> offs, starts;
-    const index_t slot_size = per_row + V::width;
-    if (vals.size() < static_cast<std::size_t>(3 * slot_size)) {
-        vals.resize(static_cast<std::size_t>(3 * slot_size));
-        offs.resize(vals.size());
-    }
-    if (starts.size() < static_cast<std::size_t>(3 * (W + 1))) starts.resize(static_cast<std::size_t>(3 * (W + 1)));
+    const index_t W = a.W, ci = a.ci, per_row = W * ci, words = (ci + 63) / 64, slot_size = W * words;
+    // Per thread, kept across calls (OpenMP keeps its threads): three rows' masks, 1 bit per value.
+    thread_local std::vector<uint64_t> masks;
+    if (masks.size() < static_cast<std::size_t>(3 * slot_size)) masks.resize(static_cast<std::size_t>(3 * slot_size));
     SparseRow slot[3];
     index_t cached[3] = {-1, -1, -1}, nonzeros[3] = {0, 0, 0};
-    for (int s = 0; s < 3; ++s)
-        slot[s] = {vals.data() + s * slot_size, offs.data() + s * slot_size, starts.data() + s * (W + 1)};
+    for (int s = 0; s < 3; ++s) slot[s] = {nullptr, masks.data() + s * slot_size, words};
     index_t sparse_rows = 0;
     for (index_t row = r0; row < r1; ++row) {
         const index_t n = row / a.H, h = row % a.H;
@@ -340,8 +350,8 @@ inline index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t 
             if (hh < 0 || hh >= a.H) continue;
             const int s = static_cast<int>(hh % 3);  // three consecutive rows never share a slot
             if (cached[s] != n * a.H + hh) {
-                nonzeros[s] = compress_row(a.x + (n * a.H + hh) * per_row, W, ci, a.cop, vals.data() + s * slot_size,
-                                           offs.data() + s * slot_size, starts.data() + s * (W + 1));
+                slot[s].x = a.x + (n * a.H + hh) * per_row;
+                nonzeros[s] = nonzero_masks(slot[s].x, W, ci, masks.data() + s * slot_size);
                 cached[s] = n * a.H + hh;
             }
             rows[i] = &slot[s];
