@@ -8,16 +8,12 @@
 
 #include <algorithm>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "despeck/tensor.hpp"
 
 namespace despeck::detail {
 
-// Calls body(begin, end) over [0, n) in chunks of 16384 elements (64 KiB of floats: whole pages,
-// so no two threads write one cache line), in parallel when there are more than 8 chunks. The
+// Calls body(begin, end) over [0, n) in chunks of 16384 elements (64 KiB of floats: threads meet
+// at most at one cache line per chunk boundary), in parallel when there are more than 8 chunks. The
 // chunks are disjoint and each element is handled once, so the result is the same for any thread
 // count.
 template <class Body>

@@ -538,8 +538,9 @@ inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
 inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density) {
     a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
     const index_t rows = a.N * a.H, per_row = a.W * a.ci;
-    // A sample of at most 16 rows first: where it is denser than max_density (an untrained model's
-    // activations are about half zeros), the dense kernel runs without masking any row.
+    // A sample of at most 16 rows first: where it is denser than max_density (a layer whose
+    // batch-norm shifts leave most of its ReLU's outputs positive), the dense kernel runs without
+    // masking any row.
     const index_t step = (rows + 15) / 16;
     index_t sampled = 0, nonzeros = 0;
     for (index_t r = step / 2; r < rows; r += step, sampled += per_row)

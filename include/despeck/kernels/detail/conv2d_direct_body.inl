@@ -188,11 +188,10 @@ struct SparseRow {
     index_t words;          // ceil(ci / 64)
 };
 
-// Writes input row x [W][ci]'s nonzero bits, masks [W][words], and returns how many are set. -0
-// counts as zero (it adds nothing either); NaN counts as nonzero, and spreads as in the dense
-// kernel.
-inline index_t nonzero_masks(const float* x, index_t W, index_t ci, uint64_t* masks) {
-    const index_t words = (ci + 63) / 64;
+// Writes input row x [W][ci]'s nonzero bits, masks [W][words] with words = ceil(ci / 64), and
+// returns how many are set. -0 counts as zero (it adds nothing either); NaN counts as nonzero, and
+// spreads as in the dense kernel.
+inline index_t nonzero_masks(const float* x, index_t W, index_t ci, index_t words, uint64_t* masks) {
     index_t count = 0;
     for (index_t j = 0; j < W; ++j) {
         const float* xj = x + j * ci;
@@ -210,14 +209,6 @@ inline index_t nonzero_masks(const float* x, index_t W, index_t ci, uint64_t* ma
     return count;
 }
 
-// Window column J (input column w0 - 1 + J) of one tap row: its nonzeros reach output w0 + J - kx
-// through tap column kx. tap[kx] is that tap's packed weights at the block's first channel; acc
-// the block's [RW][NV] accumulators, flat (as an array reference, GCC 12 merges the identical
-// bodies of different RW and then warns that one's array type overruns the other's object).
-// The channels come from the pixel's bit mask (count trailing zeros, clear the lowest bit), so
-// the addresses of a nonzero's value and weight rows are computed, not loaded: with a loaded
-// offset per nonzero (the first version), the weight loads waited on that load and the loop ran
-// at 1.1-1.3 FMAs per cycle against 1.5-1.75 with computed addresses (docs/benchmarks.md).
 // One nonzero value xb of window column J times its weight rows (at offset off from each tap's
 // start) into the accumulators of the outputs it reaches: up to 3 taps x NV vectors, unrolled at
 // compile time (a DESPECK_UNROLL loop inside sparse_column's while loop stayed a loop in GCC 12,
@@ -232,6 +223,14 @@ DESPECK_ALWAYS_INLINE void sparse_fmas(typename V::reg xb, const float* const (&
     (one.template operator()<I / NV, I % NV>(), ...);
 }
 
+// Window column J (input column w0 - 1 + J) of one tap row: its nonzeros reach output w0 + J - kx
+// through tap column kx. tap[kx] is that tap's packed weights at the block's first channel; acc
+// the block's [RW][NV] accumulators, flat (as an array reference, GCC 12 merges the identical
+// bodies of different RW and then warns that one's array type overruns the other's object).
+// The channels come from the pixel's bit mask (count trailing zeros, clear the lowest bit), so
+// the addresses of a nonzero's value and weight rows are computed, not loaded: with a loaded
+// offset per nonzero (the first version), the weight loads waited on that load and the loop ran
+// at 1.1-1.3 FMAs per cycle against 1.5-1.75 with computed addresses (docs/benchmarks.md).
 template <int RW, int NV, int J>
 DESPECK_ALWAYS_INLINE void sparse_column(const SparseRow& r, index_t col, index_t W, index_t ci, index_t cop, const float* const (&tap)[3],
                           typename V::reg* acc) {
@@ -351,7 +350,7 @@ inline index_t sparse_forward_rows(const DirectConvArgs& a, index_t r0, index_t 
             const int s = static_cast<int>(hh % 3);  // three consecutive rows never share a slot
             if (cached[s] != n * a.H + hh) {
                 slot[s].x = a.x + (n * a.H + hh) * per_row;
-                nonzeros[s] = nonzero_masks(slot[s].x, W, ci, masks.data() + s * slot_size);
+                nonzeros[s] = nonzero_masks(slot[s].x, W, ci, words, masks.data() + s * slot_size);
                 cached[s] = n * a.H + hh;
             }
             rows[i] = &slot[s];
