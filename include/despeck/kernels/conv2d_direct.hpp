@@ -588,20 +588,26 @@ inline void run_small_co(const SmallCoArgs& a, const IsaTable& t) {
 
 // Packs w [K,K,ci,co] as [K*K*ci][cop] (rotate=false) or the backward-data weights
 // w_rot[i,j,o,c] = w[K-1-i, K-1-j, c, o] as [K*K*co][cip] (rotate=true), zero-filled to the width.
+// Row by row in parallel: Winograd backward-data packs every layer's weights on every training
+// step, and on one thread that left the other idle for 2% of the step.
 inline Tensor<float> pack_weights(TensorView<const float> w, bool rotate, index_t width) {
-    const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3];
+    const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3], taps = K * K;
     const index_t in = rotate ? co : ci, out = rotate ? ci : co, outp = round_up(out, width);
-    Tensor<float> wp(Shape{K * K * in, outp});
-    for (index_t i = 0; i < K; ++i)
-        for (index_t j = 0; j < K; ++j)
-            for (index_t c = 0; c < ci; ++c)
-                for (index_t o = 0; o < co; ++o) {
-                    const float v = w.data[((i * K + j) * ci + c) * co + o];
-                    if (!rotate)
-                        wp[((i * K + j) * ci + c) * outp + o] = v;
-                    else
-                        wp[(((K - 1 - i) * K + (K - 1 - j)) * co + o) * outp + c] = v;
-                }
+    Tensor<float> wp(Shape{taps * in, outp});
+    float* dst = wp.data();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (ci * co >= 1024)
+#endif
+    for (index_t r = 0; r < taps * in; ++r) {  // r = tap * in + i: input channel i (rotated: output channel)
+        const index_t tap = r / in, i = r % in;
+        float* row = dst + r * outp;
+        if (!rotate) {
+            std::copy(w.data + (tap * ci + i) * co, w.data + (tap * ci + i + 1) * co, row);
+        } else {
+            const float* src = w.data + (taps - 1 - tap) * ci * co + i;
+            for (index_t c = 0; c < ci; ++c) row[c] = src[c * co];
+        }
+    }
     return wp;
 }
 
@@ -984,20 +990,12 @@ inline void conv2d_forward_winograd(TensorView<const float> x, TensorView<const 
 
 // dx += conv(dy, w rotated 180 degrees, in/out swapped) by Winograd.
 inline void conv2d_backward_data_winograd(TensorView<const float> dy, TensorView<const float> w, TensorView<float> dx) {
+    if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
+        detail::fail<shape_error>("conv2d_backward_data_winograd: Winograd F(4x4,3x3) needs 3x3 weights, got ", w.shape);
     const index_t ci = w.shape[2], co = w.shape[3];
-    // w rotated by 180 degrees with ci and co swapped: [3,3,co,ci]. In parallel, as the transform
-    // that follows: on one thread, it left the other idle for 2% of a training step.
-    Tensor<float> w_rot = Tensor<float>::uninitialized(Shape{3, 3, co, ci});
-    float* rot = w_rot.data();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (ci * co >= 1024)
-#endif
-    for (index_t row = 0; row < 9 * co; ++row) {  // row = tap * co + o
-        const index_t tap = row / co, o = row % co;
-        const float* src = w.data + (8 - tap) * ci * co + o;
-        for (index_t c = 0; c < ci; ++c) rot[row * ci + c] = src[c * co];
-    }
-    const PreparedConv p = prepare_conv_winograd(w_rot.view(), {}, /*relu=*/false);
+    // w rotated by 180 degrees with ci and co swapped: [3,3,co,ci] (width 1: no padding).
+    const Tensor<float> w_rot = detail_direct::pack_weights(w, /*rotate=*/true, 1);
+    const PreparedConv p = prepare_conv_winograd(TensorView<const float>{w_rot.data(), Shape{3, 3, co, ci}}, {}, /*relu=*/false);
     detail_direct::check_prepared_input(p, dy, dx);
     const detail_direct::IsaTable t = detail_direct::table(p.isa);
     detail_direct::last_isa() = p.isa;
