@@ -122,6 +122,10 @@ def main():
         ratio_row("4", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference, effective GFLOP/s, {th} thread(s) "
                   "(despeck NHWC / oneDNN blocked F(4x4))",
                   ("despeck", th, "winograd6_forward_gflops"), ("onednn_blocked", th, "winograd_forward_gflops"), True, 0.85)
+        # For reference: the sparse-input kernel of exact inference against the dense one, on
+        # bench_kernels' input with 70% zeros at random (the same floats come out of both).
+        ratio_row("-", f"exact inference layer 256x256 64->64, GFLOP/s, {th} thread(s) (despeck sparse-input kernel, 70% zeros / "
+                  "despeck dense kernel)", ("despeck", th, "sparse_exact_layer_gflops"), ("despeck", th, "fused_gflops"), True, None)
     # For reference: the same PyTorch with the stock allocator (its page faults included).
     ratio_row("-", "training step, ms, 2 thread(s) (despeck / PyTorch with the stock allocator)",
               ("despeck", 2, "train_ms"), ("pytorch_stock", 2, "train_ms"), False, None)

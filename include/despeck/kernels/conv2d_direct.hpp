@@ -570,41 +570,38 @@ inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_d
     last_sparse_rows() = sparse_rows.load();
 }
 
-// Packs w [K,K,ci,co] as [K*K][co][ci] for the few-output-channel kernel.
-inline Tensor<float> pack_weights_small_co(TensorView<const float> w) {
-    const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3];
-    Tensor<float> wp = Tensor<float>::uninitialized(Shape{K * K, co, ci});
-    for (index_t t = 0; t < K * K; ++t)
-        for (index_t c = 0; c < ci; ++c)
-            for (index_t o = 0; o < co; ++o) wp[(t * co + o) * ci + c] = w.data[(t * ci + c) * co + o];
-    return wp;
-}
-
 inline void run_small_co(const SmallCoArgs& a, const IsaTable& t) {
     const index_t items = a.N * a.H;
     const index_t scratch = static_cast<index_t>(a.K) * (small_co_max_pixels + a.K - 1) * a.ci;
     for_each_item(items, scratch, [&](index_t it, float* buf) { t.small_co_row(a, it / a.H, it % a.H, buf); });
 }
 
-// Packs w [K,K,ci,co] as [K*K*ci][cop] (rotate=false) or the backward-data weights
-// w_rot[i,j,o,c] = w[K-1-i, K-1-j, c, o] as [K*K*co][cip] (rotate=true), zero-filled to the width.
+// How pack_weights lays out w [K,K,ci,co]:
+//   by_input           [K*K*ci][cop], rows by tap and input channel (the forward kernels)
+//   by_output          [K*K*co][cip], rows by tap and output channel (the few-output-channel kernel)
+//   by_output_rotated  the same for w_rot[i,j,o,c] = w[K-1-i, K-1-j, c, o] (backward-data)
+// with each row zero-filled to the width.
+enum class WeightPacking { by_input, by_output, by_output_rotated };
+
 // Row by row in parallel: Winograd backward-data packs every layer's weights on every training
 // step, and on one thread that left the other idle for 2% of the step.
-inline Tensor<float> pack_weights(TensorView<const float> w, bool rotate, index_t width) {
+inline Tensor<float> pack_weights(TensorView<const float> w, WeightPacking packing, index_t width) {
     const index_t K = w.shape[0], ci = w.shape[2], co = w.shape[3], taps = K * K;
-    const index_t in = rotate ? co : ci, out = rotate ? ci : co, outp = round_up(out, width);
+    const bool by_output = packing != WeightPacking::by_input;
+    const index_t in = by_output ? co : ci, out = by_output ? ci : co, outp = round_up(out, width);
     Tensor<float> wp(Shape{taps * in, outp});
     float* dst = wp.data();
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (ci * co >= 1024)
 #endif
-    for (index_t r = 0; r < taps * in; ++r) {  // r = tap * in + i: input channel i (rotated: output channel)
+    for (index_t r = 0; r < taps * in; ++r) {  // r = tap * in + i: input channel i (by output: output channel)
         const index_t tap = r / in, i = r % in;
         float* row = dst + r * outp;
-        if (!rotate) {
+        if (!by_output) {
             std::copy(w.data + (tap * ci + i) * co, w.data + (tap * ci + i + 1) * co, row);
         } else {
-            const float* src = w.data + (taps - 1 - tap) * ci * co + i;
+            const index_t from = packing == WeightPacking::by_output_rotated ? taps - 1 - tap : tap;
+            const float* src = w.data + from * ci * co + i;
             for (index_t c = 0; c < ci; ++c) row[c] = src[c * co];
         }
     }
@@ -631,7 +628,7 @@ inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const fl
     detail_direct::last_isa() = s;
     detail_direct::check_kernel("conv2d_forward_direct", w.shape[0]);
     if (!accumulate && w.shape[3] <= small_co_max) {  // the last layer: vectorise over input channels
-        const Tensor<float> wp = detail_direct::pack_weights_small_co(w);
+        const Tensor<float> wp = detail_direct::pack_weights(w, detail_direct::WeightPacking::by_output, 1);
         SmallCoArgs a;
         a.K = static_cast<int>(w.shape[0]);
         a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = x.shape[3], a.co = w.shape[3];
@@ -639,7 +636,7 @@ inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const fl
         detail_direct::run_small_co(a, t);
         return;
     }
-    const Tensor<float> wp = detail_direct::pack_weights(w, /*rotate=*/false, t.width);
+    const Tensor<float> wp = detail_direct::pack_weights(w, detail_direct::WeightPacking::by_input, t.width);
     Tensor<float> bias;
     DirectConvArgs a;
     a.K = static_cast<int>(w.shape[0]);
@@ -660,7 +657,7 @@ inline void conv2d_backward_data_direct(TensorView<const float> dy, TensorView<c
     const detail_direct::IsaTable t = detail_direct::table(s);
     detail_direct::last_isa() = s;
     detail_direct::check_kernel("conv2d_backward_data_direct", w.shape[0]);
-    const Tensor<float> wp = detail_direct::pack_weights(w, /*rotate=*/true, t.width);
+    const Tensor<float> wp = detail_direct::pack_weights(w, detail_direct::WeightPacking::by_output_rotated, t.width);
     DirectConvArgs a;
     a.K = static_cast<int>(w.shape[0]);
     a.N = dy.shape[0], a.H = dy.shape[1], a.W = dy.shape[2], a.ci = w.shape[3], a.co = w.shape[2];
@@ -787,13 +784,13 @@ inline PreparedConv prepare_conv_direct(TensorView<const float> w, TensorView<co
     p.K = w.shape[0], p.ci = w.shape[2], p.co = w.shape[3];
     if (p.co <= small_co_max && bn_scale.empty()) {  // the last layer (no batch norm)
         p.method = PreparedConv::Method::small_co;
-        p.weights = detail_direct::pack_weights_small_co(w);
+        p.weights = detail_direct::pack_weights(w, detail_direct::WeightPacking::by_output, 1);
         p.cop = p.co;
         p.bias = detail_direct::padded(b, p.co);
         p.relu = relu;
         return p;
     }
-    p.weights = detail_direct::pack_weights(w, /*rotate=*/false, t.width);
+    p.weights = detail_direct::pack_weights(w, detail_direct::WeightPacking::by_input, t.width);
     p.cop = p.weights.shape()[1];
     p.bias = detail_direct::padded(b, p.cop);
     // A bias of -0 becomes +0, so no accumulator is ever -0: the sparse-input kernel, which skips
@@ -994,7 +991,7 @@ inline void conv2d_backward_data_winograd(TensorView<const float> dy, TensorView
         detail::fail<shape_error>("conv2d_backward_data_winograd: Winograd F(4x4,3x3) needs 3x3 weights, got ", w.shape);
     const index_t ci = w.shape[2], co = w.shape[3];
     // w rotated by 180 degrees with ci and co swapped: [3,3,co,ci] (width 1: no padding).
-    const Tensor<float> w_rot = detail_direct::pack_weights(w, /*rotate=*/true, 1);
+    const Tensor<float> w_rot = detail_direct::pack_weights(w, detail_direct::WeightPacking::by_output_rotated, 1);
     const PreparedConv p = prepare_conv_winograd(TensorView<const float>{w_rot.data(), Shape{3, 3, co, ci}}, {}, /*relu=*/false);
     detail_direct::check_prepared_input(p, dy, dx);
     const detail_direct::IsaTable t = detail_direct::table(p.isa);

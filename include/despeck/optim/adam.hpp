@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "despeck/nn/parameters.hpp"
+#include "despeck/parallel.hpp"
 
 namespace despeck {
 
@@ -48,14 +49,17 @@ public:
         const T* g = params.grads().data();
         T* m = m_.data();
         T* v = v_.data();
+        // Element-wise, so the same floats on any number of threads.
+        detail::parallel_chunks(static_cast<index_t>(n), [&](index_t begin, index_t end) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp simd
 #endif
-        for (std::size_t i = 0; i < n; ++i) {
-            m[i] = b1 * m[i] + (T(1) - b1) * g[i];
-            v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
-            p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-        }
+            for (index_t i = begin; i < end; ++i) {
+                m[i] = b1 * m[i] + (T(1) - b1) * g[i];
+                v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+                p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+            }
+        });
     }
 
     const AdamOptions& options() const { return opt_; }

@@ -83,26 +83,45 @@ inline void forward_block(const float* const* rows, int K, index_t ci, index_t x
     store_block<RW, NV>(acc, y, co, lanes, accumulate, ep);
 }
 
-template <int NV>
-inline void forward_block_any(int rw, const float* const* rows, int K, index_t ci, index_t xs, const float* wp, index_t cop,
-                              const float* bias, float* y, index_t co, int lanes, bool accumulate,
-                              const BlockEpilogue& ep) {
-    switch (rw) {
-        case 6: if constexpr (V::max_rw >= 6) return forward_block<6, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep); break;
-        case 4: if constexpr (V::max_rw >= 4) return forward_block<4, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep); break;
-        case 2: return forward_block<2, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep);
-        case 1: return forward_block<1, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep);
-        default: break;
-    }
-    forward_block<1, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep);  // unreachable: widths come from next_block_width
-}
-
 // Pixel counts per block along a row: as many max_rw blocks as fit, then 4, 2, 1.
 inline int next_block_width(index_t remaining) {
     if (remaining >= V::max_rw) return V::max_rw;
     if (remaining >= 4 && V::max_rw >= 4) return 4;
     if (remaining >= 2) return 2;
     return 1;
+}
+
+// Calls f.template operator()<RW>() for a width rw from next_block_width (pixels, or input channels
+// in backward-weights), so that each register block is compiled for the widths this instruction
+// set uses and no others. Those are the only widths the kernels ask for: any other would run 1.
+template <class F>
+DESPECK_ALWAYS_INLINE void with_block_width(int rw, F&& f) {
+    switch (rw) {
+        case 6: if constexpr (V::max_rw >= 6) return f.template operator()<6>(); break;
+        case 4: if constexpr (V::max_rw >= 4) return f.template operator()<4>(); break;
+        case 2: return f.template operator()<2>();
+        default: break;
+    }
+    f.template operator()<1>();
+}
+
+// Calls f.template operator()<NV>() for nv (1 .. max_nv) vectors of output channels.
+template <class F>
+DESPECK_ALWAYS_INLINE void with_vector_count(int nv, F&& f) {
+    switch (nv) {
+        case 1: return f.template operator()<1>();
+        case 2: return f.template operator()<2>();
+        case 3: if constexpr (V::max_nv >= 3) return f.template operator()<3>(); break;
+        case 4: if constexpr (V::max_nv >= 4) return f.template operator()<4>(); break;
+        default: break;
+    }
+}
+
+template <int NV>
+inline void forward_block_any(int rw, const float* const* rows, int K, index_t ci, index_t xs, const float* wp, index_t cop,
+                              const float* bias, float* y, index_t co, int lanes, bool accumulate,
+                              const BlockEpilogue& ep) {
+    with_block_width(rw, [&]<int RW>() { forward_block<RW, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep); });
 }
 
 // Output row (n, h), output channels [co0, co0 + lanes): what the forward kernels' blocks need.
@@ -159,13 +178,7 @@ inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c
             }
         }
         float* y = yrow + w0 * a.co;
-        switch (nv) {
-            case 1: forward_block_any<1>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
-            case 2: forward_block_any<2>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
-            case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
-            case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); break;
-            default: break;
-        }
+        with_vector_count(nv, [&]<int NV>() { forward_block_any<NV>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); });
         w0 += rw;
     }
 }
@@ -286,13 +299,7 @@ template <int NV>
 inline void sparse_block_any(int rw, const SparseRow& r, index_t w0, index_t W, const float* wt, index_t ci, index_t cop,
                              bool first, bool last, const float* bias, float* y, index_t co, int lanes,
                              const BlockEpilogue& ep) {
-    switch (rw) {
-        case 6: if constexpr (V::max_rw >= 6) return sparse_block<6, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep); break;
-        case 4: if constexpr (V::max_rw >= 4) return sparse_block<4, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep); break;
-        case 2: return sparse_block<2, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep);
-        default: break;
-    }
-    sparse_block<1, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep);
+    with_block_width(rw, [&]<int RW>() { sparse_block<RW, NV>(r, w0, W, wt, ci, cop, first, last, bias, y, co, lanes, ep); });
 }
 
 // Output row (n, h), every chunk of output channels, from its masked input rows: rows[i] is
@@ -311,6 +318,8 @@ inline void sparse_forward_row(const DirectConvArgs& a, const SparseRow* const* 
             for (index_t w0 = 0; w0 < W;) {
                 const int rw = next_block_width(W - w0);
                 float* y = yrow + w0 * a.co;
+                // A switch, not with_vector_count: with that lambda here GCC 12 inlined the sparse
+                // blocks differently and the sparse kernel ran at 0.6x its speed.
                 switch (nv) {
                     case 1: sparse_block_any<1>(rw, *rows[i], w0, W, wt, a.ci, a.cop, first, last, bias, y, a.co, lanes, ep); break;
                     case 2: sparse_block_any<2>(rw, *rows[i], w0, W, wt, a.ci, a.cop, first, last, bias, y, a.co, lanes, ep); break;
@@ -426,13 +435,7 @@ inline void weights_block(const DirectConvArgs& a, index_t n, index_t h0, index_
 template <int NV>
 inline void weights_block_rc(int rc, const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j,
                              index_t c0, index_t o0, int lanes) {
-    switch (rc) {
-        case 6: if constexpr (V::max_rw >= 6) return weights_block<6, NV>(a, n, h0, h1, i, j, c0, o0, lanes); break;
-        case 4: if constexpr (V::max_rw >= 4) return weights_block<4, NV>(a, n, h0, h1, i, j, c0, o0, lanes); break;
-        case 2: return weights_block<2, NV>(a, n, h0, h1, i, j, c0, o0, lanes);
-        case 1: return weights_block<1, NV>(a, n, h0, h1, i, j, c0, o0, lanes);
-        default: break;
-    }
+    with_block_width(rc, [&]<int RC>() { weights_block<RC, NV>(a, n, h0, h1, i, j, c0, o0, lanes); });
 }
 
 // One work item of backward-weights: tap (i, j), input channels [c0, c0 + chunk_c), all output
@@ -444,13 +447,7 @@ inline void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t
         const int nv = (lanes + V::width - 1) / V::width;
         for (index_t c = c0; c < c1;) {
             const int rc = next_block_width(c1 - c);
-            switch (nv) {
-                case 1: weights_block_rc<1>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
-                case 2: weights_block_rc<2>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
-                case 3: if constexpr (V::max_nv >= 3) weights_block_rc<3>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
-                case 4: if constexpr (V::max_nv >= 4) weights_block_rc<4>(rc, a, n, h0, h1, i, j, c, o0, lanes); break;
-                default: break;
-            }
+            with_vector_count(nv, [&]<int NV>() { weights_block_rc<NV>(rc, a, n, h0, h1, i, j, c, o0, lanes); });
             c += rc;
         }
     }
@@ -851,13 +848,7 @@ inline void winograd_item_m(const WinogradArgs& a, index_t n, index_t th, index_
                 const int rw = next_block_width(nt - t);
                 const float* rows[1] = {Up + t * P * ci};
                 float* y = Mp + t * P * co + o0;
-                switch (nv) {
-                    case 1: forward_block_any<1>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
-                    case 2: forward_block_any<2>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
-                    case 3: if constexpr (V::max_nv >= 3) forward_block_any<3>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
-                    case 4: if constexpr (V::max_nv >= 4) forward_block_any<4>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); break;
-                    default: break;
-                }
+                with_vector_count(nv, [&]<int NV>() { forward_block_any<NV>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); });
                 t += rw;
             }
         }
@@ -1004,16 +995,7 @@ inline void winograd_weights_block(const float* u, index_t ci, const float* d, i
 template <int NV>
 inline void winograd_weights_block_rc(int rc, const float* u, index_t ci, const float* d, index_t co, index_t nt,
                                       float* out, int lanes, bool overwrite) {
-    switch (rc) {
-        case 6: if constexpr (V::max_rw >= 6) return winograd_weights_block<6, NV>(u, ci, d, co, nt, out, lanes, overwrite); break;
-        case 4: if constexpr (V::max_rw >= 4) return winograd_weights_block<4, NV>(u, ci, d, co, nt, out, lanes, overwrite); break;
-        case 2: return winograd_weights_block<2, NV>(u, ci, d, co, nt, out, lanes, overwrite);
-        case 1: return winograd_weights_block<1, NV>(u, ci, d, co, nt, out, lanes, overwrite);
-        default: break;
-    }
-    // Unreachable: widths come from next_block_width. Were it reached, one channel at a time still
-    // covers the block (the first chunk must write every element of the uninitialised dwt).
-    for (int r = 0; r < rc; ++r) winograd_weights_block<1, NV>(u + r, ci, d, co, nt, out + r * co, lanes, overwrite);
+    with_block_width(rc, [&]<int RC>() { winograd_weights_block<RC, NV>(u, ci, d, co, nt, out, lanes, overwrite); });
 }
 
 // One work item: point p, input channels [c0, c1), all output channels, over the first nt slots
@@ -1030,13 +1012,7 @@ inline void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c
         for (index_t c = c0; c < c1;) {
             const int rc = next_block_width(c1 - c);
             float* out = wp + c * co + o0;
-            switch (nv) {
-                case 1: winograd_weights_block_rc<1>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
-                case 2: winograd_weights_block_rc<2>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
-                case 3: if constexpr (V::max_nv >= 3) winograd_weights_block_rc<3>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
-                case 4: if constexpr (V::max_nv >= 4) winograd_weights_block_rc<4>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); break;
-                default: break;
-            }
+            with_vector_count(nv, [&]<int NV>() { winograd_weights_block_rc<NV>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); });
             c += rc;
         }
     }
