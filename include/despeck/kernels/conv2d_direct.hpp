@@ -748,7 +748,7 @@ struct PreparedConv {
     Method method = Method::direct;
     simd_isa isa = simd_isa::scalar;  // the packing's vector width belongs to this instruction set
     index_t K = 3, ci = 0, co = 0, cop = 0;
-    Tensor<float> weights;      // direct: [K*K*ci][cop]; winograd: [(m+2)^2][ci][cop]; small_co: [K*K][co][ci]
+    Tensor<float> weights;      // direct: [K*K*ci][cop]; winograd: [(m+2)^2][ci][cop]; small_co: [K*K*co][ci]
     Tensor<float> bias;         // [cop], zero-filled past co
     Tensor<float> scale, shift; // [cop] or empty (direct only)
     bool relu = false;

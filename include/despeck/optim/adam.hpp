@@ -50,7 +50,7 @@ public:
         T* m = m_.data();
         T* v = v_.data();
         // Element-wise, so the same floats on any number of threads.
-        detail::parallel_chunks(static_cast<index_t>(n), [&](index_t begin, index_t end) {
+        detail::parallel_chunks(params.total_size(), [&](index_t begin, index_t end) {
 #if defined(_OPENMP)
 #pragma omp simd
 #endif

@@ -94,6 +94,7 @@ inline int next_block_width(index_t remaining) {
 // Calls f.template operator()<RW>() for a width rw from next_block_width (pixels, or input channels
 // in backward-weights), so that each register block is compiled for the widths this instruction
 // set uses and no others. Those are the only widths the kernels ask for: any other would run 1.
+static_assert(V::max_rw == 4 || V::max_rw == 6, "next_block_width and with_block_width know block widths 6, 4, 2, 1");
 template <class F>
 DESPECK_ALWAYS_INLINE void with_block_width(int rw, F&& f) {
     switch (rw) {
