@@ -815,12 +815,13 @@ inline void prefetch_window_columns(const float* xn, index_t H, index_t W, index
     for (index_t r = r0; r < r1; ++r) detail_direct::prefetch_span_into_l1(xn + (r * W + c0) * ci, bytes);
 }
 
-// One register block of a Winograd product: M[t][o] = sum_c U[t][c] W[c][o] for RW tiles and NV
-// whole vectors of o, tiles us (U) and ms (M) floats apart. forward_block's arithmetic without its
-// taps, bias, epilogue and partial stores: with those, a 64-channel call cost enough that a
-// layer of fast inference ran 1.5-6% slower (interleaved A/B on an Intel Xeon).
+// One register block of a Winograd product: M[t][o] = sum_c U[t][c] W[c][o] for RW tiles and the
+// lanes (<= NV * width) channels of o, tiles us (U) and ms (M) floats apart. forward_block's
+// arithmetic without its taps, bias and epilogue: with those, a 64-channel call cost enough that
+// a layer of fast inference ran 1.5-6% slower (interleaved A/B on an Intel Xeon).
 template <int RW, int NV>
-inline void product_block(const float* u, index_t ci, index_t us, const float* w, index_t cop, float* m, index_t ms) {
+inline void product_block(const float* u, index_t ci, index_t us, const float* w, index_t cop, float* m, index_t ms,
+                          int lanes) {
     typename V::reg acc[RW][NV];
     DESPECK_UNROLL
     for (int r = 0; r < RW; ++r)
@@ -837,22 +838,27 @@ inline void product_block(const float* u, index_t ci, index_t us, const float* w
             for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(xb, wv[v], acc[r][v]);
         }
     }
-    // Every input of the block is read before the first store, so m may be u (in place).
+    // Every input of the block is read before the first store, so m may be u (in place). A
+    // partial last vector stops at lanes: past it lie the next point's products.
+    const int part = lanes - (NV - 1) * V::width;
     DESPECK_UNROLL
     for (int r = 0; r < RW; ++r)
         DESPECK_UNROLL
-        for (int v = 0; v < NV; ++v) V::store(m + r * ms + v * V::width, acc[r][v]);
+        for (int v = 0; v < NV; ++v) {
+            if (v < NV - 1 || part == V::width)
+                V::store(m + r * ms + v * V::width, acc[r][v]);
+            else
+                V::store_part(m + r * ms + v * V::width, acc[r][v], part);
+        }
 }
 
-// The nt tiles of one point in register blocks of max_rw tiles, then 4, 2, 1.
+// The nt tiles of one point, in register blocks of max_rw tiles, then 4, 2, 1.
 template <int NV>
 inline void product_blocks(index_t nt, const float* u, index_t ci, index_t us, const float* w, index_t cop, float* m,
-                           index_t ms) {
-    index_t t = 0;
-    for (; t + V::max_rw <= nt; t += V::max_rw) product_block<V::max_rw, NV>(u + t * us, ci, us, w, cop, m + t * ms, ms);
-    while (t < nt) {
+                           index_t ms, int lanes) {
+    for (index_t t = 0; t < nt;) {
         const int rw = next_block_width(nt - t);
-        with_block_width(rw, [&]<int RW>() { product_block<RW, NV>(u + t * us, ci, us, w, cop, m + t * ms, ms); });
+        with_block_width(rw, [&]<int RW>() { product_block<RW, NV>(u + t * us, ci, us, w, cop, m + t * ms, ms, lanes); });
         t += rw;
     }
 }
@@ -878,28 +884,15 @@ inline void winograd_item_m(const WinogradArgs& a, index_t n, index_t th, index_
             winograd6_input_tile(xn, H, W, ci, th * 6 - 1, (t0 + t) * 6 - 1, U + t * P * ci);
     }
     // 2. P products [nt x ci] x [ci x co] in the direct kernel's register tiles.
-    const BlockEpilogue none{nullptr, nullptr, false};
     const index_t chunk = static_cast<index_t>(V::max_nv) * V::width;
-    for (int p = 0; p < P; ++p) {
-        const float* Up = U + p * ci;
-        float* Mp = M + p * co;
-        const float* Wp = a.wt + p * ci * a.cop;
+    for (int p = 0; p < P; ++p)
         for (index_t o0 = 0; o0 < co; o0 += chunk) {
             const int lanes = static_cast<int>(std::min<index_t>(chunk, co - o0));
             const int nv = (lanes + V::width - 1) / V::width;
-            if (lanes % V::width == 0) {  // whole vectors: the plain product kernel
-                with_vector_count(nv, [&]<int NV>() { product_blocks<NV>(nt, Up, ci, P * ci, Wp + o0, a.cop, Mp + o0, P * co); });
-                continue;
-            }
-            for (index_t t = 0; t < nt;) {  // a partial last vector: stores that stop at co
-                const int rw = next_block_width(nt - t);
-                const float* rows[1] = {Up + t * P * ci};
-                float* y = Mp + t * P * co + o0;
-                with_vector_count(nv, [&]<int NV>() { forward_block_any<NV>(rw, rows, 1, ci, P * ci, Wp + o0, a.cop, nullptr, y, P * co, lanes, false, none); });
-                t += rw;
-            }
+            with_vector_count(nv, [&]<int NV>() {
+                product_blocks<NV>(nt, U + p * ci, ci, P * ci, a.wt + p * ci * a.cop + o0, a.cop, M + p * co + o0, P * co, lanes);
+            });
         }
-    }
     // 3. output transform, bias and ReLU (a.stream: see run_winograd).
     float* yn = a.y + n * H * W * co;
     for (index_t t = 0; t < nt; ++t) {
