@@ -100,3 +100,28 @@ TEST_CASE("tensor cache: large blocks are reused, small ones are not cached, the
     CHECK(tensor_cache_idle_bytes() == 0);
     set_tensor_cache_limit(std::size_t(4) << 30);
 }
+
+TEST_CASE("tensor cache: blocks from 32 MiB on are aligned to 2 MiB huge pages, cached like the others") {
+    release_tensor_cache();
+    const std::size_t huge = std::size_t(2) << 20;
+    const void* first = nullptr;
+    {
+        // 33 MiB + 4 bytes: not a whole number of huge pages (the block is rounded up, not cut)
+        Tensor<float> big(Shape{(index_t(33) << 18) + 1}, 1.5f);
+        CHECK(reinterpret_cast<std::uintptr_t>(big.data()) % huge == 0);
+        CHECK(big[0] == 1.5f);
+        CHECK(big[big.size() - 1] == 1.5f);
+        first = big.data();
+    }
+    CHECK(tensor_cache_idle_bytes() == (std::size_t(33) << 20) + 4);  // kept under its requested size
+    {
+        Tensor<float> again = Tensor<float>::uninitialized(Shape{(index_t(33) << 18) + 1});
+        CHECK(static_cast<const void*>(again.data()) == first);
+    }
+    {
+        Tensor<float> below = Tensor<float>::uninitialized(Shape{index_t(8) << 18});  // 8 MiB: small pages
+        CHECK(reinterpret_cast<std::uintptr_t>(below.data()) % 64 == 0);
+    }
+    release_tensor_cache();
+    CHECK(tensor_cache_idle_bytes() == 0);
+}
