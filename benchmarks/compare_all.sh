@@ -40,6 +40,12 @@ else
   echo "skipping the pretrained-model rows: needs $pretrained_mat, $sar_image and python3-scipy" >&2
 fi
 
+# The kernels of the best instruction set this CPU has, as despeck picks them at run time
+# (bench_kernels' isa argument: 0 scalar, 1 AVX2 + FMA, 2 AVX-512).
+isa=0
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then isa=1; fi
+if grep -qw avx512f /proc/cpuinfo; then isa=2; fi
+
 run() {  # run <label> <threads> <command...>: output lines prefixed with the label
   local label=$1 threads=$2
   shift 2
@@ -70,7 +76,7 @@ for r in $(seq 1 "$rounds"); do
     # plus exact inference's layer on a 256x256 tile, dense (pass 4) and sparse-input (pass 8).
     run kernels "$th" "$bin/benchmarks/bench_kernels" --threads="$th" --benchmark_min_time=0.05 \
       --benchmark_repetitions=10 --benchmark_report_aggregates_only=true \
-      --benchmark_format=json --benchmark_filter='isa:2/N:16/H:40/W:40/Ci:64/Co:64|pass:[48]/isa:2/N:1/H:256/W:256/Ci:64/Co:64'
+      --benchmark_format=json --benchmark_filter="isa:$isa/N:16/H:40/W:40/Ci:64/Co:64|pass:[48]/isa:$isa/N:1/H:256/W:256/Ci:64/Co:64"
   done
   # Stock allocator, 2 threads, channels_last + frozen only (the fastest configuration with jemalloc;
   # each stock inference run takes seconds here).

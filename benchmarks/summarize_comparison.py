@@ -52,6 +52,10 @@ def parse(path):
             # With --benchmark_repetitions only the median counts (onednn_conv reports medians too).
             if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
                 continue
+            # A benchmark this CPU cannot run (an instruction set it lacks) reports an error and
+            # no figures: its rows stay "not measured".
+            if b.get("error_occurred") or "GFLOP/s" not in b:
+                continue
             p = int(re.search(r"pass:(\d)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
                     "winograd_backward_data", "winograd_backward_weights", "winograd6_forward", "sparse_exact_layer"][p]
