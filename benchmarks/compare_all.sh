@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The end-to-end comparison behind docs/benchmarks.md: despeck, PyTorch (Debian's python3-torch)
 # and oneDNN (Debian's libdnnl-dev) on the same shapes and the same threads, interleaved round by
-# round so that drifting load hits all of them alike; then a table of medians and spread.
+# round so that drifting load hits all of them alike; then a table of medians and spread, and
+# its chart.
 #   bash benchmarks/compare_all.sh [rounds=3] [tile=1024] [out=build/benchmarks/compare]
 # tile 1024 is the issue's inference shape (3 rounds: about 29 minutes with the pretrained-model
 # rows, which need ../shared and python3-scipy, 21 without them); 512 is quicker.
 # Needs a Release build with benchmarks (cmake --build build), /usr/bin/python3 with torch,
-# GNU time (/usr/bin/time) for peak memory. Writes $out/log.txt and $out/table.md.
+# GNU time (/usr/bin/time) for peak memory. Writes $out/log.txt, $out/table.md and $out/chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -91,3 +92,6 @@ for r in $(seq 1 "$rounds"); do
     --layouts nhwc --modes frozen --repeats 1
 done
 $py benchmarks/summarize_comparison.py "$log" "$tile" | tee "$out/table.md"
+$py benchmarks/chart_comparison.py "$out/table.md" "$out/chart.svg" \
+  "despeck over PyTorch and oneDNN, tile $tile, $rounds rounds, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "chart: $out/chart.svg" >&2
