@@ -3,6 +3,11 @@
 
 #include "despeck/tensor.hpp"
 
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+
 using namespace despeck;
 
 TEST_CASE("Shape: size, rank, equality and printing") {
@@ -101,6 +106,25 @@ TEST_CASE("tensor cache: large blocks are reused, small ones are not cached, the
     set_tensor_cache_limit(std::size_t(4) << 30);
 }
 
+// Linux: the VmFlags of the mapping that holds p, from /proc/self/smaps ("" where none is found).
+static std::string mapping_flags(const void* p) {
+    std::ifstream smaps("/proc/self/smaps");
+    const auto addr = reinterpret_cast<std::uintptr_t>(p);
+    std::string line;
+    bool inside = false;
+    while (std::getline(smaps, line)) {
+        unsigned long long lo = 0, hi = 0;
+        char dash = 0;
+        std::istringstream head(line);
+        if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+            inside = lo <= addr && addr < hi;
+        } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+            return line + " ";
+        }
+    }
+    return "";
+}
+
 TEST_CASE("tensor cache: blocks from 32 MiB on are aligned to 2 MiB huge pages, cached like the others") {
     release_tensor_cache();
     const std::size_t huge = std::size_t(2) << 20;
@@ -112,15 +136,20 @@ TEST_CASE("tensor cache: blocks from 32 MiB on are aligned to 2 MiB huge pages, 
         CHECK(big[0] == 1.5f);
         CHECK(big[big.size() - 1] == 1.5f);
         first = big.data();
+#if defined(__linux__)
+        // The advice reached the kernel: its mapping carries "hg" (MADV_HUGEPAGE), whether or not
+        // this system then grants huge pages. Only where the kernel has the feature at all.
+        if (std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+            const std::string flags = mapping_flags(big.data());
+            INFO("VmFlags of the block's mapping: ", flags);
+            CHECK(flags.find(" hg ") != std::string::npos);
+        }
+#endif
     }
-    CHECK(tensor_cache_idle_bytes() == (std::size_t(33) << 20) + 4);  // kept under its requested size
+    CHECK(tensor_cache_idle_bytes() == (std::size_t(33) << 20) + 4);  // counted as requested
     {
         Tensor<float> again = Tensor<float>::uninitialized(Shape{(index_t(33) << 18) + 1});
         CHECK(static_cast<const void*>(again.data()) == first);
-    }
-    {
-        Tensor<float> below = Tensor<float>::uninitialized(Shape{index_t(8) << 18});  // 8 MiB: small pages
-        CHECK(reinterpret_cast<std::uintptr_t>(below.data()) % 64 == 0);
     }
     release_tensor_cache();
     CHECK(tensor_cache_idle_bytes() == 0);

@@ -7,15 +7,18 @@
 // request of the same size; small ones use the ordinary heap. Blocks are 64-byte aligned
 // (AVX-512 loads).
 //
-// Blocks of huge_page_min_bytes (32 MiB) and more, the activations of inference on a big tile
-// (256 MiB at 1024 x 1024 x 64), are 2 MiB aligned and marked MADV_HUGEPAGE, so that Linux backs
-// them with 2 MiB pages where transparent huge pages are on "madvise" (Debian's default) or
-// "always". With 4 KiB pages, a convolution's window spans a page per image row and its TLB
-// misses cost a few percent: fast inference at 1024 x 1024 on an Intel Xeon ran faster with them
-// in four of five interleaved A/B pairs, by 2.4% in the median (docs/benchmarks.md). Training's blocks (6.5 MiB and less at
-// batch 16 of 40 x 40) stay on small pages: there the same marking added a quarter to the peak
-// resident memory and no speed. Where the kernel refuses the advice, the block simply keeps small
-// pages.
+// Blocks of huge_page_min_bytes (32 MiB) and more, such as the activations of inference on a big
+// tile (256 MiB at 1024 x 1024 x 64), are 2 MiB aligned, rounded up to whole 2 MiB pages and, on
+// Linux, marked MADV_HUGEPAGE, so that the kernel backs them with huge pages where transparent huge
+// pages are on "madvise" (Debian's default) or "always"; with "never", or without the feature, it
+// ignores the advice and the block keeps small pages. With 4 KiB pages a convolution's window
+// spans a page per image row. A standalone fast-inference program at 1024 x 1024 on an Intel Xeon
+// ran faster with huge pages in 10 of 11 interleaved A/B pairs, by 2.4% in the median; in the
+// benchmark runner the difference stayed within the noise (docs/benchmarks.md). The threshold is
+// by size alone: at the default batch of 16 x 40 x 40, training's activations (6.25 MiB) stay on
+// small pages, where marking them added a quarter to the peak resident memory and no speed; a
+// batch of 128 crosses it. 2 MiB is the huge page of x86-64 and of arm64 with 4 KiB pages.
+// The cache counts a block by the size requested, not the rounded size it occupies.
 //
 // The cache holds at most tensor_cache_limit() bytes of idle blocks (default 4 GiB); beyond that,
 // released blocks are freed. release_tensor_cache() returns every idle block to the system.
@@ -24,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <new>
@@ -61,12 +65,13 @@ public:
                 return p;
             }
         }
+        if (bytes > std::numeric_limits<std::size_t>::max() - huge_page_bytes) throw std::bad_alloc();  // rounding would wrap
         if (bytes >= huge_page_min_bytes) {  // whole huge pages
             const std::size_t rounded = (bytes + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
             void* p = std::aligned_alloc(huge_page_bytes, rounded);
             if (!p) throw std::bad_alloc();
 #if defined(MADV_HUGEPAGE)
-            (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice: small pages where refused
+            (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice only: small pages where it is not taken
 #endif
             return p;
         }
