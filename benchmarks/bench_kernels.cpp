@@ -184,9 +184,15 @@ BENCHMARK(BM_conv)->Apply(shapes);
 }  // namespace
 
 // Google Benchmark's main, plus --threads=N (OpenMP threads) and the peak measurement.
+// --best-isa prints the isa argument of the instruction set despeck picks on this CPU (0 scalar,
+// 1 AVX2, 2 AVX-512: what compare_all.sh times) and exits.
 int main(int argc, char** argv) {
     std::vector<char*> rest;
     for (int i = 0; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--best-isa") == 0) {
+            std::printf("%d\n", static_cast<int>(best_simd_isa()));
+            return 0;
+        }
         if (std::strncmp(argv[i], "--threads=", 10) == 0) {
 #if defined(_OPENMP)
             omp_set_num_threads(std::atoi(argv[i] + 10));

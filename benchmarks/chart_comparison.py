@@ -52,8 +52,8 @@ def colour(verdict):
 
 
 def svg(rows, title):
-    top = max([r[1] or 0 for r in rows] + [r[3] for r in rows] + [1.0]) * 1.08
-    x_of = lambda v: LABEL_W + PLOT_W * v / top
+    x_max = max([r[1] or 0 for r in rows] + [r[3] for r in rows] + [1.0]) * 1.08
+    x_of = lambda v: LABEL_W + PLOT_W * v / x_max
     height = TOP + ROW_H * len(rows) + 40
     width = LABEL_W + PLOT_W + RIGHT_W
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -64,7 +64,7 @@ def svg(rows, title):
            f'baseline\'s best round; line: target). Green met, amber met on medians only, red not met.</text>']
     # Grid at every 0.5x.
     step, v = 0.5, 0.0
-    while v <= top:
+    while v <= x_max:
         x = x_of(v)
         out.append(f'<line x1="{x:.1f}" y1="{TOP - 4}" x2="{x:.1f}" y2="{TOP + ROW_H * len(rows)}" stroke="#e4e4e4"/>')
         out.append(f'<text x="{x:.1f}" y="{TOP + ROW_H * len(rows) + 14}" text-anchor="middle" fill="#666">{v:g}x</text>')

@@ -41,11 +41,9 @@ else
   echo "skipping the pretrained-model rows: needs $pretrained_mat, $sar_image and python3-scipy" >&2
 fi
 
-# The kernels of the best instruction set this CPU has, as despeck picks them at run time
-# (bench_kernels' isa argument: 0 scalar, 1 AVX2 + FMA, 2 AVX-512).
-isa=0
-if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then isa=1; fi
-if grep -qw avx512f /proc/cpuinfo; then isa=2; fi
+# The kernels of the instruction set despeck picks on this CPU at run time (bench_kernels' isa
+# argument: 0 scalar, 1 AVX2 + FMA, 2 AVX-512), from despeck's own detection.
+isa=$("$bin/benchmarks/bench_kernels" --best-isa)
 
 run() {  # run <label> <threads> <command...>: output lines prefixed with the label
   local label=$1 threads=$2
