@@ -66,18 +66,15 @@ public:
             }
         }
         if (bytes > std::numeric_limits<std::size_t>::max() - huge_page_bytes) throw std::bad_alloc();  // rounding would wrap
-        if (bytes >= huge_page_min_bytes) {  // whole huge pages
-            const std::size_t rounded = (bytes + huge_page_bytes - 1) / huge_page_bytes * huge_page_bytes;
-            void* p = std::aligned_alloc(huge_page_bytes, rounded);
-            if (!p) throw std::bad_alloc();
-#if defined(MADV_HUGEPAGE)
-            (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice only: small pages where it is not taken
-#endif
-            return p;
-        }
-        const std::size_t rounded = (bytes + alignment - 1) / alignment * alignment;
-        void* p = std::aligned_alloc(alignment, rounded == 0 ? alignment : rounded);
+        // Whole huge pages from huge_page_min_bytes on, else whole vectors.
+        const bool huge = bytes >= huge_page_min_bytes;
+        const std::size_t align = huge ? huge_page_bytes : alignment;
+        const std::size_t rounded = bytes == 0 ? align : (bytes + align - 1) / align * align;
+        void* p = std::aligned_alloc(align, rounded);
         if (!p) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+        if (huge) (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice only: small pages where it is not taken
+#endif
         return p;
     }
 
