@@ -10,6 +10,6 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   ca-certificates g++ make cmake \
   libeigen3-dev nlohmann-json3-dev doctest-dev libcli11-dev libgomp1 \
-  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev gdal-bin python3-numpy \
+  libtiff-dev libgeotiff-dev xtensor-dev libstb-dev libmatio-dev gdal-bin python3-numpy \
   libdnnl-dev libbenchmark-dev >/dev/null
 echo "despeck dependencies installed"
