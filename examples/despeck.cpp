@@ -16,6 +16,7 @@
 #include "despeck/data/prepare.hpp"
 #include "despeck/data/synthetic.hpp"
 #include "despeck/despeck.hpp"
+#include "despeck/io/matconvnet.hpp"
 #include "despeck/workflow/despeckle.hpp"
 #include "despeck/workflow/evaluate.hpp"
 #include "despeck/workflow/training.hpp"
@@ -207,7 +208,7 @@ int main(int argc, char** argv) {
     u.lr = "1e-4";
     std::string u_model;
     auto* tu = app.add_subcommand("tune", "fine-tune a trained model on one scene (reconstruction loss; tuning mode)");
-    tu->add_option("--model", u_model, "trained checkpoint")->required()->check(CLI::ExistingFile);
+    tu->add_option("--model", u_model, "trained checkpoint, or the authors' MatConvNet model (.mat)")->required()->check(CLI::ExistingFile);
     tu->add_option("--data", u.data, "tuning dataset (`despeck prepare --tuning`)")->required()->check(CLI::ExistingDirectory);
     tu->add_option("--out", u.out, "run directory")->required();
     tu->add_option("--epochs", u.epochs, "epochs")->check(CLI::PositiveNumber);
@@ -223,7 +224,7 @@ int main(int argc, char** argv) {
     index_t d_tile = 512;
     bool d_fast = false;
     auto* ds = app.add_subcommand("despeckle", "despeckle a GeoTIFF scene of any size (tiled, georeferenced output)");
-    ds->add_option("--model", d_model, "checkpoint")->required()->check(CLI::ExistingFile);
+    ds->add_option("--model", d_model, "checkpoint, or the authors' MatConvNet model (.mat)")->required()->check(CLI::ExistingFile);
     ds->add_option("--input", d_input, "scene (GeoTIFF)")->required()->check(CLI::ExistingFile);
     ds->add_option("--output", d_output, "despeckled scene (GeoTIFF)")->required();
     ds->add_option("--units", d_units, "input units: auto (metadata), linear_intensity, amplitude, db");
@@ -234,6 +235,13 @@ int main(int argc, char** argv) {
     ds->add_flag("--fast", d_fast,
                  "Winograd convolutions with batch norm folded: about 2x faster, within 1e-3 of the exact result "
                  "(docs/benchmarks.md)");
+
+    // ---- import-matconvnet
+    std::string i_model, i_out;
+    auto* im = app.add_subcommand("import-matconvnet",
+                                  "convert the authors' MatConvNet model (.mat, MATLAB v5) into a despeck checkpoint");
+    im->add_option("--model", i_model, "the MatConvNet model, e.g. deSpeckNet-epoch-30.mat")->required()->check(CLI::ExistingFile);
+    im->add_option("--out", i_out, "the checkpoint to write (.safetensors)")->required();
 
     // ---- evaluate
     std::string e_result, e_reference, e_input, e_units = "auto";
@@ -299,7 +307,8 @@ int main(int argc, char** argv) {
         if (*tu) {
             if (!u.resume && fs::exists(fs::path(u.out) / "last.safetensors"))
                 detail::fail<value_error>("'", u.out, "' already holds a run; use --resume to continue it or another --out");
-            DeSpeckNet<float> model = io::load_model<float>(u.resume ? fs::path(u.out) / "last.safetensors" : fs::path(u_model));
+            DeSpeckNet<float> model = u.resume ? io::load_model<float>(fs::path(u.out) / "last.safetensors")
+                                               : io::load_model_or_matconvnet<float>(u_model);
             if (tu_tv->count() > 0) {
                 DeSpeckNetConfig cfg = model.config();
                 cfg.tv_weight = u.tv_weight;
@@ -307,8 +316,16 @@ int main(int argc, char** argv) {
             }
             return run_training(model, u);
         }
+        if (*im) {
+            const DeSpeckNet<float> model = io::load_matconvnet<float>(i_model);
+            io::save_checkpoint<float>(i_out, model, nullptr, {{"source", fs::path(i_model).filename().string()}});
+            const DeSpeckNetConfig& c = model.config();
+            std::printf("%s: deSpeckNet from %s, depth %d, %d filters, %d channel(s), %s, batch-norm eps %g\n", i_out.c_str(),
+                        i_model.c_str(), c.depth, c.filters, c.channels, to_string(c.combine), c.bn_eps);
+            return 0;
+        }
         if (*ds) {
-            const DeSpeckNet<float> model = io::load_model<float>(d_model);
+            const DeSpeckNet<float> model = io::load_model_or_matconvnet<float>(d_model);
             workflow::DespeckleOptions opt;
             opt.input_units = parse_units(d_units);
             opt.output_units = parse_units(d_out_units);

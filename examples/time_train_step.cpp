@@ -3,7 +3,7 @@
 // Speed comparisons with PyTorch and oneDNN belong to benchmarks/; this prints the plain time.
 //
 //   time_train_step [--steps 3] [--tile 256] [--repeats 3] [--threads N]
-//                   [--model trained.safetensors --image crop.npy]
+//                   [--model trained.safetensors|authors.mat --image crop.npy]
 // With --model, exact and fast inference are timed on that model instead, on the image mirrored
 // out to the tile: a trained model's activations are sparser than an untrained one's, which the
 // exact mode's sparse-input kernel turns into speed.
@@ -18,6 +18,7 @@
 
 #include "despeck/despeck.hpp"
 #include "despeck/io/checkpoint.hpp"
+#include "despeck/io/matconvnet.hpp"
 #include "despeck/io/npy.hpp"
 
 using namespace despeck;
@@ -92,7 +93,7 @@ int main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
     std::string model_path, image_path;
-    app.add_option("--model", model_path, "a trained checkpoint: time inference on it instead (needs --image)");
+    app.add_option("--model", model_path, "a trained checkpoint or the authors' MatConvNet model (.mat): time inference on it instead (needs --image)");
     app.add_option("--image", image_path, "with --model: an image (.npy, [H,W] or [H,W,C] float32) mirrored out to the tile");
     std::string conv = "automatic";
     app.add_option("--conv", conv, "training convolutions: automatic (Winograd where it applies), direct (exact fp32), "
@@ -138,7 +139,7 @@ int main(int argc, char** argv) {
         }
         if (!model_path.empty()) {
             if (image_path.empty() || tile <= 0) throw value_error("--model needs --image and a --tile above 0");
-            const DeSpeckNet<float> trained = io::load_model<float>(model_path);
+            const DeSpeckNet<float> trained = io::load_model_or_matconvnet<float>(model_path);
             const Tensor<float> img = mirrored_tile(io::read_npy_f32(image_path), tile);
             if (img.shape()[3] != trained.config().channels)
                 throw shape_error("--image " + image_path + " has " + std::to_string(img.shape()[3]) + " channels, the model " +

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The despeck program and the authors' MatConvNet model: `despeck import-matconvnet` writes a
+# checkpoint, refuses a file that is not a MAT file without writing anything, and `despeck
+# despeckle --model` gives the same GeoTIFF, byte for byte, from the .mat as from that checkpoint.
+# Usage: matconvnet_cli.sh DESPECK_BINARY SCRATCH_DIR MODEL.mat SCENE.tif (linear intensity; its
+# first band is despeckled, as the model is single-channel).
+set -euo pipefail
+despeck=$1; work=$2; model=$3; scene=$4
+for f in "$model" "$scene"; do
+  [ -f "$f" ] || { echo "FAIL: missing fixture $f (see ../shared/README.md)"; exit 1; }
+done
+rm -rf "$work"; mkdir -p "$work"
+
+"$despeck" import-matconvnet --model "$model" --out "$work/pretrained.safetensors" | tee "$work/import.txt"
+grep -q "depth 17, 64 filters, 1 channel(s), multiplicative_linear" "$work/import.txt" ||
+  { echo "FAIL: import-matconvnet did not report the authors' architecture"; exit 1; }
+
+if "$despeck" import-matconvnet --model "$scene" --out "$work/wrong.safetensors" 2>"$work/wrong.txt"; then
+  echo "FAIL: a GeoTIFF was imported as a MatConvNet model"; exit 1
+fi
+grep -q "is not a MATLAB v5 MAT file" "$work/wrong.txt" || { echo "FAIL: unclear error:"; cat "$work/wrong.txt"; exit 1; }
+[ ! -e "$work/wrong.safetensors" ] || { echo "FAIL: a refused import left a file behind"; exit 1; }
+
+gdal_translate -q -b 1 "$scene" "$work/band1.tif"
+"$despeck" despeckle --model "$model" --input "$work/band1.tif" --output "$work/from_mat.tif" >/dev/null
+"$despeck" despeckle --model "$work/pretrained.safetensors" --input "$work/band1.tif" --output "$work/from_checkpoint.tif" >/dev/null
+cmp "$work/from_mat.tif" "$work/from_checkpoint.tif"
+echo "import, refusal and despeckling from the .mat agree with the checkpoint"
+echo "1 passed, 0 failed"
