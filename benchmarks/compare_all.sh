@@ -33,10 +33,10 @@ tuned_torch=(env LD_PRELOAD="$jemalloc" MALLOC_CONF="retain:true,dirty_decay_ms:
 # fastest layout here, and NCHW eager takes 20 s a run). Needs ../shared and python3-scipy.
 pretrained_mat=../shared/data/pretrained/deSpeckNet-epoch-30.mat
 sar_image=../shared/data/sar/tsx_slc_intensity_1look_256x256.npy
-pretrained_ckpt=
+# despeck reads the .mat itself (include/despeck/io/matconvnet.hpp); PyTorch's side reads it with scipy.
+pretrained=
 if [ -f "$pretrained_mat" ] && [ -f "$sar_image" ] && $py -c "import scipy.io" 2>/dev/null; then
-  pretrained_ckpt="$out/despecknet_pretrained.safetensors"
-  $py benchmarks/matconvnet_to_checkpoint.py "$pretrained_mat" "$pretrained_ckpt" >&2
+  pretrained=yes
 else
   echo "skipping the pretrained-model rows: needs $pretrained_mat, $sar_image and python3-scipy" >&2
 fi
@@ -63,9 +63,9 @@ for r in $(seq 1 "$rounds"); do
     echo "== round $r" >>"$log"
     run despeck "$th" "$bin/examples/time_train_step" --threads "$th" --steps 3 --tile "$tile"
     run pytorch "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
-    if [ -n "$pretrained_ckpt" ]; then  # the authors' trained model on real SAR (sparse activations)
+    if [ -n "$pretrained" ]; then  # the authors' trained model on real SAR (sparse activations)
       run despeck_pretrained "$th" "$bin/examples/time_train_step" --threads "$th" --steps 0 --tile "$tile" \
-        --model "$pretrained_ckpt" --image "$sar_image"
+        --model "$pretrained_mat" --image "$sar_image"
       run pytorch_pretrained "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 0 \
         --tile "$tile" --layouts nhwc --pretrained "$pretrained_mat" --image "$sar_image"
     fi

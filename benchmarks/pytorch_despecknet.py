@@ -165,8 +165,9 @@ def mirrored_tile(image, side):
 
 
 def pretrained_clean_branch(path):
-    """The clean branch of the authors' MatConvNet model (see matconvnet_to_checkpoint.py), eval mode.
-    MatConvNet's test-mode batch norm divides by its stored sigma: running_var = sigma^2 - eps."""
+    """The clean branch of the authors' MatConvNet model, eval mode, mapped as despeck's importer
+    (include/despeck/io/matconvnet.hpp) maps it. MatConvNet's test-mode batch norm divides by its
+    stored sigma: running_var = sigma^2 - eps, with the layers' own epsilon (1e-5)."""
     import warnings
     # numpy, imported again by scipy after set_flush_denormal, finds no subnormals and says so.
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
@@ -186,7 +187,7 @@ def pretrained_clean_branch(path):
             conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))))
             conv.bias.copy_(torch.from_numpy(params[f"conv{k}_b"].reshape(-1)))
         for bn, k in zip(layer_bns, bnorms):
-            bn.eps = 1e-8  # as matconvnet_to_checkpoint.py: sigma^2 reaches 8e-5, below the default 1e-4
+            bn.eps = 1e-5  # the layers' epsilon, as despeck's importer; sigma^2 reaches 8e-5, above it
             m = params[f"bnorm{k}_m"].reshape(64, 2).astype(np.float64)
             bn.weight.copy_(torch.from_numpy(params[f"bnorm{k}_g"].reshape(-1)))
             bn.bias.copy_(torch.from_numpy(params[f"bnorm{k}_b"].reshape(-1)))
