@@ -17,16 +17,17 @@
 // Layouts. A MATLAB array is column-major: filter convN_f of size [K,K,Cin,Cout] (rows, columns,
 // in, out; MatConvNet convolves by cross-correlation, as despeck does) has element (i,j,c,k) at
 // i + K j + K^2 c + K^2 Cin k, and despeck's [K,K,ci,co] weight holds it at ((i K + j) ci + c) co + k.
-// MATLAB drops trailing singletons (the last conv's 3x3x64x1 is stored 3x3x64), so only the
-// element count is checked against the block's `size`.
+// MATLAB drops trailing singletons (the last conv's 3x3x64x1 is stored 3x3x64), so dims are
+// compared with the block's `size` after dropping trailing ones.
 //
 // Batch norm. In test mode MatConvNet computes g (x - mean) / sigma + b, where bnormN_m = [mean,
 // sigma] (64 x 2) and sigma = sqrt(var + epsilon) was stored at training time: it adds no epsilon
 // at test time. despeck computes gamma (x - running_mean) / sqrt(running_var + bn_eps), so the
 // import sets bn_eps to the layers' own `epsilon` (1e-5 in the authors' files; tuning mode then
 // normalises batches as MatConvNet trained them) and running_var = sigma^2 - epsilon, which gives
-// the same scale to float precision. A sigma^2 not above twice epsilon cannot be represented that
-// way and fails.
+// the same scale to float precision (a channel whose training variance was 0, sigma^2 = epsilon,
+// gets running_var 0). A sigma that is not positive, or whose square is below epsilon, was not
+// made by MatConvNet's sqrt(var + epsilon) and fails.
 //
 // The importer reads everything and checks it before it builds the model (all or nothing).
 // despeck::io links libmatio; see docs/dependencies.md and docs/checkpoints.md.
@@ -34,6 +35,7 @@
 
 #include <matio.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -51,13 +53,19 @@
 
 namespace despeck::io {
 
-// Whether `path` starts like a MATLAB v5 MAT file ("MATLAB 5.0 MAT-file" in its text header).
-inline bool is_mat_file(const std::filesystem::path& path) {
+// The first bytes of a file (fewer where it is shorter).
+inline std::string file_head(const std::filesystem::path& path, std::size_t bytes) {
     std::ifstream in(path, std::ios::binary);
-    char head[19] = {};
-    in.read(head, sizeof head);
-    return in.gcount() == static_cast<std::streamsize>(sizeof head) && std::memcmp(head, "MATLAB 5.0 MAT-file", sizeof head) == 0;
+    std::string head(bytes, '\0');
+    in.read(head.data(), static_cast<std::streamsize>(bytes));
+    head.resize(static_cast<std::size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+    return head;
 }
+
+// Whether `path` starts like a MAT file of any version ("MATLAB 5.0 MAT-file", "MATLAB 7.3
+// MAT-file", ... in its text header). load_matconvnet reads v5 (and v7, which is v5 with
+// compression) and refuses v7.3 (HDF5) by name.
+inline bool is_mat_file(const std::filesystem::path& path) { return file_head(path, 7) == "MATLAB "; }
 
 namespace detail_matconvnet {
 
@@ -80,26 +88,24 @@ class Reader {
 public:
     explicit Reader(const std::filesystem::path& path) : path_(path.string()) {
         if (!std::filesystem::exists(path)) fail<io_error>("'", path_, "': no such file");
-        if (!is_mat_file(path))
-            fail<io_error>("'", path_, "' is not a MATLAB v5 MAT file (MatConvNet models are; MAT v7.3/HDF5 is not supported)");
-        mat_ = Mat_Open(path_.c_str(), MAT_ACC_RDONLY);
+        const std::string head = file_head(path, 19);
+        if (head == "MATLAB 7.3 MAT-file")
+            fail<io_error>("'", path_, "' is a MAT v7.3 (HDF5) file; despeck reads MAT v5/v7, as MatConvNet saves models (in MATLAB: ",
+                           "net = load(f); save(g, '-struct', 'net', '-v7'))");
+        if (head != "MATLAB 5.0 MAT-file")
+            fail<io_error>("'", path_, "' is not a MATLAB v5 MAT file (MatConvNet models are)");
+        mat_.reset(Mat_Open(path_.c_str(), MAT_ACC_RDONLY));
         if (!mat_) fail<io_error>("'", path_, "': libmatio cannot open it as a MAT file");
-        net_ = Mat_VarRead(mat_, "net");
+        net_.reset(Mat_VarRead(mat_.get(), "net"));
         if (!net_) fail<io_error>("'", path_, "' has no readable variable 'net' (a MatConvNet DagNN saved with saveobj)");
-        if (net_->class_type != MAT_C_STRUCT || numel(net_) != 1)
+        if (net_->class_type != MAT_C_STRUCT || numel(net_.get()) != 1)
             fail<io_error>("'", path_, "': 'net' is not a 1x1 struct");
     }
-    ~Reader() {
-        if (net_) Mat_VarFree(net_);
-        if (mat_) Mat_Close(mat_);
-    }
-    Reader(const Reader&) = delete;
-    Reader& operator=(const Reader&) = delete;
 
     const std::string& path() const { return path_; }
 
     std::vector<Layer> layers() const {
-        matvar_t* layers = field(net_, "layers", 0, "net");
+        matvar_t* layers = field(net_.get(), "layers", 0, "net");
         if (layers->class_type != MAT_C_STRUCT) fail<io_error>("'", path_, "': net.layers is not a struct array");
         std::vector<Layer> out(numel(layers));
         for (std::size_t i = 0; i < out.size(); ++i) {
@@ -116,7 +122,7 @@ public:
     }
 
     std::map<std::string, Param> params() const {
-        matvar_t* params = field(net_, "params", 0, "net");
+        matvar_t* params = field(net_.get(), "params", 0, "net");
         if (params->class_type != MAT_C_STRUCT) fail<io_error>("'", path_, "': net.params is not a struct array");
         std::map<std::string, Param> out;
         for (std::size_t i = 0; i < numel(params); ++i) {
@@ -129,7 +135,7 @@ public:
             p.dims.assign(v->dims, v->dims + v->rank);
             const auto* data = static_cast<const float*>(v->data);
             p.values.assign(data, data + numel(v));
-            out.emplace(name, std::move(p));
+            if (!out.emplace(name, std::move(p)).second) fail<io_error>("'", path_, "': two parameters are called '", name, "'");
         }
         return out;
     }
@@ -140,6 +146,8 @@ public:
             fail<io_error>("'", path_, "': layer '", l.name, "' has no block options");
         matvar_t* v = Mat_VarGetStructFieldByName(l.block, name, 0);
         if (!v) fail<io_error>("'", path_, "': layer '", l.name, "' has no option '", name, "'");
+        if (v->isComplex || (numel(v) > 0 && !v->data))
+            fail<io_error>("'", path_, "': option '", name, "' of layer '", l.name, "' is not a real array");
         std::vector<double> out(numel(v));
         for (std::size_t i = 0; i < out.size(); ++i) {
             switch (v->class_type) {
@@ -166,6 +174,7 @@ private:
     std::string text(const matvar_t* v, const std::string& where) const {
         if (v->class_type != MAT_C_CHAR) fail<io_error>("'", path_, "': ", where, " is not text");
         const std::size_t n = numel(v);
+        if (n > 0 && !v->data) fail<io_error>("'", path_, "': ", where, " has no characters stored");
         std::string s;
         for (std::size_t i = 0; i < n; ++i) {
             unsigned c = 0;
@@ -183,6 +192,7 @@ private:
     // A cell array of strings (MatConvNet's inputs, outputs, params).
     std::vector<std::string> texts(matvar_t* v, const std::string& where) const {
         if (v->class_type != MAT_C_CELL) fail<io_error>("'", path_, "': ", where, " is not a cell array");
+        if (numel(v) > 0 && !v->data) fail<io_error>("'", path_, "': ", where, " has no cells stored");
         std::vector<std::string> out(numel(v));
         for (std::size_t i = 0; i < out.size(); ++i) {
             const matvar_t* c = Mat_VarGetCell(v, static_cast<int>(i));
@@ -192,15 +202,22 @@ private:
         return out;
     }
 
+    // Owned through unique_ptr, so that a constructor that throws still closes the file.
+    struct CloseMat {
+        void operator()(mat_t* m) const { Mat_Close(m); }
+    };
+    struct FreeVar {
+        void operator()(matvar_t* v) const { Mat_VarFree(v); }
+    };
     std::string path_;
-    mat_t* mat_ = nullptr;
-    matvar_t* net_ = nullptr;
+    std::unique_ptr<mat_t, CloseMat> mat_;
+    std::unique_ptr<matvar_t, FreeVar> net_;  // declared after mat_: freed before the file closes
 };
 
 // One branch: its layers in graph order, from the conv that reads "input" to the last conv.
 struct Branch {
     std::vector<const Layer*> convs, norms;
-    std::string output;  // the last conv's output variable
+    std::string output;  // the last layer's output variable (when the walk ends: the last conv's)
 };
 
 inline Branch follow_branch(const Reader& r, const std::vector<Layer>& layers, const Layer& first) {
@@ -217,6 +234,9 @@ inline Branch follow_branch(const Reader& r, const std::vector<Layer>& layers, c
     const Layer* l = &first;
     std::string expect = "dagnn.Conv";  // the type the chain needs next
     for (;;) {
+        // One input: the previous layer's output (the first layer's is "input", see the caller).
+        if (l->inputs.size() != 1 || (l != &first && l->inputs[0] != b.output))
+            fail<io_error>("'", r.path(), "': layer '", l->name, "' does not read just the output of the layer before it");
         if (l->outputs.size() != 1)
             fail<io_error>("'", r.path(), "': layer '", l->name, "' has ", l->outputs.size(), " outputs, expected 1");
         if (l->type == "dagnn.Conv") {
@@ -231,11 +251,11 @@ inline Branch follow_branch(const Reader& r, const std::vector<Layer>& layers, c
         const std::vector<const Layer*> next = readers(l->outputs[0]);
         const bool more = next.size() == 1 && (next[0]->type == "dagnn.Conv" || next[0]->type == "dagnn.BatchNorm" ||
                                                  next[0]->type == "dagnn.ReLU");
+        b.output = l->outputs[0];
         if (!more) {
             if (l->type != "dagnn.Conv")
                 fail<io_error>("'", r.path(), "': the branch from '", first.name, "' ends in '", l->name, "', a ", l->type,
                                ", not a conv");
-            b.output = l->outputs[0];
             return b;
         }
         // conv -> relu (first) or bnorm (hidden) -> relu -> conv
@@ -262,6 +282,10 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     const std::vector<Layer> layers = r.layers();
     const std::map<std::string, detail_matconvnet::Param> params = r.params();
 
+    std::set<std::string> produced;
+    for (const Layer& l : layers)
+        for (const std::string& out : l.outputs)
+            if (!produced.insert(out).second) fail<io_error>("'", r.path(), "': two layers write the variable '", out, "'");
     std::vector<const Layer*> starts;
     for (const Layer& l : layers)
         if (l.inputs.size() == 1 && l.inputs[0] == "input") starts.push_back(&l);
@@ -282,9 +306,14 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
                        "'; only the multiplicative (linear intensity) model is supported");
 
     // Architecture, from the clean branch's first conv; both branches must agree.
+    for (const Branch& br : branches)
+        if (br.convs.size() < 2)
+            fail<io_error>("'", r.path(), "': the branch ending in '", br.output, "' has ", br.convs.size(),
+                           " conv(s); deSpeckNet has at least 2");
     const auto size_of = [&](const Layer& l) { return r.numbers(l, "size"); };
     const std::vector<double> first_size = size_of(*branches[0].convs.front());
-    if (first_size.size() != 4) fail<io_error>("'", r.path(), "': conv '", branches[0].convs.front()->name, "' size is not [K K Cin Cout]");
+    if (first_size.size() != 4 || std::any_of(first_size.begin(), first_size.end(), [](double d) { return !(d >= 1 && d <= 4096 && d == std::floor(d)); }))
+        fail<io_error>("'", r.path(), "': conv '", branches[0].convs.front()->name, "' size is not [K K Cin Cout] with whole sizes up to 4096");
     DeSpeckNetConfig cfg;
     cfg.depth = static_cast<int>(branches[0].convs.size());
     cfg.kernel = static_cast<int>(first_size[0]);
@@ -328,15 +357,32 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     for (const Layer& l : layers)
         if (l.type == "dagnn.ReLU" && r.numbers(l, "leak") != std::vector<double>{0})
             fail<io_error>("'", r.path(), "': ReLU '", l.name, "' is leaky; deSpeckNet's are not");
-    cfg.bn_eps = epsilon;
-    cfg.validate();
+    if (epsilon > 0) cfg.bn_eps = epsilon;  // else depth 2: no batch norm, the default stays
+    try {
+        cfg.validate();
+    } catch (const std::exception& e) {
+        fail<io_error>("'", r.path(), "': ", e.what());
+    }
 
     // Values, checked and converted before the model exists.
-    const auto values = [&](const std::string& name, std::size_t count) -> const std::vector<float>& {
+    // The parameter `name` with dims `dims` (both compared without trailing ones, which MATLAB
+    // drops), or with `count` values where dims is empty (vectors: 64x1, 1x64 and a scalar all do).
+    const auto strip = [](std::vector<std::size_t> d) {
+        while (!d.empty() && d.back() == 1) d.pop_back();
+        return d;
+    };
+    const auto values = [&](const std::string& name, std::size_t count,
+                            std::vector<std::size_t> dims = {}) -> const std::vector<float>& {
         const auto it = params.find(name);
         if (it == params.end()) fail<io_error>("'", r.path(), "': parameter '", name, "' is missing");
         if (it->second.values.size() != count)
             fail<io_error>("'", r.path(), "': parameter '", name, "' has ", it->second.values.size(), " values, expected ", count);
+        if (!dims.empty() && strip(it->second.dims) != strip(dims)) {
+            std::string have, want;
+            for (std::size_t d : it->second.dims) have += (have.empty() ? "" : "x") + std::to_string(d);
+            for (std::size_t d : dims) want += (want.empty() ? "" : "x") + std::to_string(d);
+            fail<io_error>("'", r.path(), "': parameter '", name, "' is ", have, ", expected ", want);
+        }
         for (float v : it->second.values)
             if (!std::isfinite(v)) fail<io_error>("'", r.path(), "': parameter '", name, "' holds a non-finite value (", v, ")");
         return it->second.values;
@@ -348,7 +394,8 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
         for (int i = 0; i < cfg.depth; ++i) {
             const Layer& l = *branches[b].convs[static_cast<std::size_t>(i)];
             const index_t cin = i == 0 ? cfg.channels : F, cout = i == cfg.depth - 1 ? cfg.channels : F;
-            const std::vector<float>& f = values(l.params[0], static_cast<std::size_t>(K * K * cin * cout));
+            const std::vector<float>& f = values(l.params[0], static_cast<std::size_t>(K * K * cin * cout),
+                                                 {std::size_t(K), std::size_t(K), std::size_t(cin), std::size_t(cout)});
             std::vector<T> w(f.size());
             for (index_t ki = 0; ki < K; ++ki)
                 for (index_t kj = 0; kj < K; ++kj)
@@ -365,15 +412,16 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
             const std::string bn = prefix + ".bn" + std::to_string(i);
             const std::vector<float>& g = values(l.params[0], static_cast<std::size_t>(F));
             const std::vector<float>& beta = values(l.params[1], static_cast<std::size_t>(F));
-            const std::vector<float>& m = values(l.params[2], static_cast<std::size_t>(2 * F));  // [F x 2]: mean, sigma
+            const std::vector<float>& m = values(l.params[2], static_cast<std::size_t>(2 * F), {std::size_t(F), 2});  // mean, sigma
             std::vector<T> mean(static_cast<std::size_t>(F)), var(static_cast<std::size_t>(F));
             for (index_t k = 0; k < F; ++k) {
+                // sigma = sqrt(var + epsilon) >= sqrt(epsilon); a little below it passes (float rounding).
                 const double sigma = m[static_cast<std::size_t>(F + k)];
-                if (!(sigma * sigma > 2 * epsilon))
+                if (!(sigma > 0) || sigma * sigma < epsilon * (1 - 1e-6))
                     fail<io_error>("'", r.path(), "': batch norm '", l.name, "' channel ", k, " has sigma ", sigma,
-                                   ", whose square is not above twice epsilon (", epsilon, ")");
+                                   ", not sqrt(var + epsilon) with epsilon ", epsilon);
                 mean[static_cast<std::size_t>(k)] = static_cast<T>(m[static_cast<std::size_t>(k)]);
-                var[static_cast<std::size_t>(k)] = static_cast<T>(sigma * sigma - epsilon);
+                var[static_cast<std::size_t>(k)] = static_cast<T>(std::max(sigma * sigma - epsilon, 0.0));
             }
             named[bn + ".weight"] = std::vector<T>(g.begin(), g.end());
             named[bn + ".bias"] = std::vector<T>(beta.begin(), beta.end());
