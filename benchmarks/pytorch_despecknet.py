@@ -176,6 +176,7 @@ def pretrained_clean_branch(path):
     params = {p.name: np.asarray(p.value, dtype=np.float32) for p in net.params}
     convs = sorted(int(l.name[4:]) for l in net.layers if l.type == "dagnn.Conv" and int(l.name[4:]) <= 48)
     bnorms = sorted(int(l.name[5:]) for l in net.layers if l.type == "dagnn.BatchNorm" and int(l.name[5:]) <= 48)
+    epsilon = {l.name: float(l.block.epsilon) for l in net.layers if l.type == "dagnn.BatchNorm"}
     model = branch(1)
     layer_convs = [m for m in model if isinstance(m, nn.Conv2d)]
     layer_bns = [m for m in model if isinstance(m, nn.BatchNorm2d)]
@@ -187,7 +188,7 @@ def pretrained_clean_branch(path):
             conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))))
             conv.bias.copy_(torch.from_numpy(params[f"conv{k}_b"].reshape(-1)))
         for bn, k in zip(layer_bns, bnorms):
-            bn.eps = 1e-5  # the layers' epsilon, as despeck's importer; sigma^2 reaches 8e-5, above it
+            bn.eps = epsilon[f"bnorm{k}"]  # the layer's own epsilon (1e-5), as despeck's importer uses it
             m = params[f"bnorm{k}_m"].reshape(64, 2).astype(np.float64)
             bn.weight.copy_(torch.from_numpy(params[f"bnorm{k}_g"].reshape(-1)))
             bn.bias.copy_(torch.from_numpy(params[f"bnorm{k}_b"].reshape(-1)))
