@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The despeck program and the authors' MatConvNet model: `despeck import-matconvnet` writes a
 # checkpoint, refuses a file that is not a MAT file without writing anything, and `despeck
-# despeckle --model` gives the same GeoTIFF, byte for byte, from the .mat as from that checkpoint.
+# despeckle --model` gives the same GeoTIFF, byte for byte, from the .mat as from that checkpoint;
+# `despeck tune --model` starts from the .mat and its checkpoint despeckles differently.
 # Usage: matconvnet_cli.sh DESPECK_BINARY SCRATCH_DIR MODEL.mat SCENE.tif (linear intensity; its
 # first band is despeckled, as the model is single-channel).
 set -euo pipefail
@@ -25,5 +26,14 @@ gdal_translate -q -b 1 "$scene" "$work/band1.tif"
 "$despeck" despeckle --model "$model" --input "$work/band1.tif" --output "$work/from_mat.tif" >/dev/null
 "$despeck" despeckle --model "$work/pretrained.safetensors" --input "$work/band1.tif" --output "$work/from_checkpoint.tif" >/dev/null
 cmp "$work/from_mat.tif" "$work/from_checkpoint.tif"
-echo "import, refusal and despeckling from the .mat agree with the checkpoint"
+
+# Tuning mode starts from the .mat as well and writes ordinary checkpoints.
+"$despeck" prepare --tuning --input "$work/band1.tif" --out "$work/tuning" --count 24 --seed 2 >/dev/null
+"$despeck" --threads 2 tune --model "$model" --data "$work/tuning" --out "$work/tuned" --epochs 1 --steps-per-epoch 2 --batch 4 |
+  tee "$work/tune.txt"
+grep -q "model depth 17, 64 filters, 1 channel(s), multiplicative_linear" "$work/tune.txt" ||
+  { echo "FAIL: tune did not start from the authors' model"; exit 1; }
+"$despeck" despeckle --model "$work/tuned/last.safetensors" --input "$work/band1.tif" --output "$work/tuned.tif" >/dev/null
+if cmp -s "$work/tuned.tif" "$work/from_mat.tif"; then echo "FAIL: tuning changed nothing"; exit 1; fi
+echo "import, refusal, despeckling and tuning from the .mat agree with the checkpoint"
 echo "1 passed, 0 failed"
