@@ -87,7 +87,7 @@ struct Param {
 class Reader {
 public:
     explicit Reader(const std::filesystem::path& path) : path_(path.string()) {
-        if (!std::filesystem::exists(path)) fail<io_error>("'", path_, "': no such file");
+        if (!std::filesystem::exists(path)) refuse("no such file");
         const std::string head = file_head(path, 19);
         if (head == "MATLAB 7.3 MAT-file")
             fail<io_error>("'", path_, "' is a MAT v7.3 (HDF5) file; despeck reads MAT v5/v7, as MatConvNet saves models (in MATLAB: ",
@@ -95,18 +95,24 @@ public:
         if (head != "MATLAB 5.0 MAT-file")
             fail<io_error>("'", path_, "' is not a MATLAB v5 MAT file (MatConvNet models are)");
         mat_.reset(Mat_Open(path_.c_str(), MAT_ACC_RDONLY));
-        if (!mat_) fail<io_error>("'", path_, "': libmatio cannot open it as a MAT file");
+        if (!mat_) refuse("libmatio cannot open it as a MAT file");
         net_.reset(Mat_VarRead(mat_.get(), "net"));
         if (!net_) fail<io_error>("'", path_, "' has no readable variable 'net' (a MatConvNet DagNN saved with saveobj)");
         if (net_->class_type != MAT_C_STRUCT || numel(net_.get()) != 1)
-            fail<io_error>("'", path_, "': 'net' is not a 1x1 struct");
+            refuse("'net' is not a 1x1 struct");
     }
 
     const std::string& path() const { return path_; }
 
+    // Throws io_error("'<path>': " + the pieces): every refusal of the import names the file.
+    template <class... Pieces>
+    [[noreturn]] void refuse(const Pieces&... pieces) const {
+        fail<io_error>("'", path_, "': ", pieces...);
+    }
+
     std::vector<Layer> layers() const {
         matvar_t* layers = field(net_.get(), "layers", 0, "net");
-        if (layers->class_type != MAT_C_STRUCT) fail<io_error>("'", path_, "': net.layers is not a struct array");
+        if (layers->class_type != MAT_C_STRUCT) refuse("net.layers is not a struct array");
         std::vector<Layer> out(numel(layers));
         for (std::size_t i = 0; i < out.size(); ++i) {
             const std::string where = "net.layers(" + std::to_string(i + 1) + ")";
@@ -123,19 +129,19 @@ public:
 
     std::map<std::string, Param> params() const {
         matvar_t* params = field(net_.get(), "params", 0, "net");
-        if (params->class_type != MAT_C_STRUCT) fail<io_error>("'", path_, "': net.params is not a struct array");
+        if (params->class_type != MAT_C_STRUCT) refuse("net.params is not a struct array");
         std::map<std::string, Param> out;
         for (std::size_t i = 0; i < numel(params); ++i) {
             const std::string where = "net.params(" + std::to_string(i + 1) + ")";
             const std::string name = text(field(params, "name", i, where), where + ".name");
             matvar_t* v = field(params, "value", i, where);
             if (v->class_type != MAT_C_SINGLE || v->isComplex || v->data_size != 4 || (numel(v) > 0 && !v->data))
-                fail<io_error>("'", path_, "': parameter '", name, "' is not a real single-precision array");
+                refuse("parameter '", name, "' is not a real single-precision array");
             Param p;
             p.dims.assign(v->dims, v->dims + v->rank);
             const auto* data = static_cast<const float*>(v->data);
             p.values.assign(data, data + numel(v));
-            if (!out.emplace(name, std::move(p)).second) fail<io_error>("'", path_, "': two parameters are called '", name, "'");
+            if (!out.emplace(name, std::move(p)).second) refuse("two parameters are called '", name, "'");
         }
         return out;
     }
@@ -143,18 +149,18 @@ public:
     // The numeric values of field `name` of a layer's block (as doubles), or fail.
     std::vector<double> numbers(const Layer& l, const char* name) const {
         if (!l.block || l.block->class_type != MAT_C_STRUCT)
-            fail<io_error>("'", path_, "': layer '", l.name, "' has no block options");
+            refuse("layer '", l.name, "' has no block options");
         matvar_t* v = Mat_VarGetStructFieldByName(l.block, name, 0);
-        if (!v) fail<io_error>("'", path_, "': layer '", l.name, "' has no option '", name, "'");
+        if (!v) refuse("layer '", l.name, "' has no option '", name, "'");
         if (v->isComplex || (numel(v) > 0 && !v->data))
-            fail<io_error>("'", path_, "': option '", name, "' of layer '", l.name, "' is not a real array");
+            refuse("option '", name, "' of layer '", l.name, "' is not a real array");
         std::vector<double> out(numel(v));
         for (std::size_t i = 0; i < out.size(); ++i) {
             switch (v->class_type) {
                 case MAT_C_DOUBLE: out[i] = static_cast<const double*>(v->data)[i]; break;
                 case MAT_C_SINGLE: out[i] = static_cast<const float*>(v->data)[i]; break;
                 case MAT_C_UINT8: out[i] = static_cast<const std::uint8_t*>(v->data)[i]; break;  // logical
-                default: fail<io_error>("'", path_, "': option '", name, "' of layer '", l.name, "' is not numeric");
+                default: refuse("option '", name, "' of layer '", l.name, "' is not numeric");
             }
         }
         return out;
@@ -168,13 +174,13 @@ private:
     }
     matvar_t* field(matvar_t* s, const char* name, std::size_t index, const std::string& where) const {
         matvar_t* v = Mat_VarGetStructFieldByName(s, name, index);
-        if (!v) fail<io_error>("'", path_, "': ", where, " has no readable field '", name, "' (missing, or the file is truncated)");
+        if (!v) refuse(where, " has no readable field '", name, "' (missing, or the file is truncated)");
         return v;
     }
     std::string text(const matvar_t* v, const std::string& where) const {
-        if (v->class_type != MAT_C_CHAR) fail<io_error>("'", path_, "': ", where, " is not text");
+        if (v->class_type != MAT_C_CHAR) refuse(where, " is not text");
         const std::size_t n = numel(v);
-        if (n > 0 && !v->data) fail<io_error>("'", path_, "': ", where, " has no characters stored");
+        if (n > 0 && !v->data) refuse(where, " has no characters stored");
         std::string s;
         for (std::size_t i = 0; i < n; ++i) {
             unsigned c = 0;
@@ -183,20 +189,20 @@ private:
             else if (v->data_size == 2)
                 c = static_cast<const std::uint16_t*>(v->data)[i];
             else
-                fail<io_error>("'", path_, "': ", where, " has characters of ", v->data_size, " bytes");
-            if (c == 0 || c > 127) fail<io_error>("'", path_, "': ", where, " is not plain ASCII text");
+                refuse(where, " has characters of ", v->data_size, " bytes");
+            if (c == 0 || c > 127) refuse(where, " is not plain ASCII text");
             s += static_cast<char>(c);
         }
         return s;
     }
     // A cell array of strings (MatConvNet's inputs, outputs, params).
     std::vector<std::string> texts(matvar_t* v, const std::string& where) const {
-        if (v->class_type != MAT_C_CELL) fail<io_error>("'", path_, "': ", where, " is not a cell array");
-        if (numel(v) > 0 && !v->data) fail<io_error>("'", path_, "': ", where, " has no cells stored");
+        if (v->class_type != MAT_C_CELL) refuse(where, " is not a cell array");
+        if (numel(v) > 0 && !v->data) refuse(where, " has no cells stored");
         std::vector<std::string> out(numel(v));
         for (std::size_t i = 0; i < out.size(); ++i) {
             const matvar_t* c = Mat_VarGetCell(v, static_cast<int>(i));
-            if (!c) fail<io_error>("'", path_, "': ", where, "{", i + 1, "} is missing");
+            if (!c) refuse(where, "{", i + 1, "} is missing");
             out[i] = text(c, where + "{" + std::to_string(i + 1) + "}");
         }
         return out;
@@ -236,25 +242,25 @@ inline Branch follow_branch(const Reader& r, const std::vector<Layer>& layers, c
     for (;;) {
         // One input: the previous layer's output (the first layer's is "input", see the caller).
         if (l->inputs.size() != 1 || (l != &first && l->inputs[0] != b.output))
-            fail<io_error>("'", r.path(), "': layer '", l->name, "' does not read just the output of the layer before it");
+            r.refuse("layer '", l->name, "' does not read just the output of the layer before it");
         if (l->outputs.size() != 1)
-            fail<io_error>("'", r.path(), "': layer '", l->name, "' has ", l->outputs.size(), " outputs, expected 1");
+            r.refuse("layer '", l->name, "' has ", l->outputs.size(), " outputs, expected 1");
         if (l->type == "dagnn.Conv") {
             b.convs.push_back(l);
         } else if (l->type == "dagnn.BatchNorm") {
             b.norms.push_back(l);
         } else if (l->type != "dagnn.ReLU") {
-            fail<io_error>("'", r.path(), "': layer '", l->name, "' of type ", l->type, " inside a branch");
+            r.refuse("layer '", l->name, "' of type ", l->type, " inside a branch");
         }
         if (l->type != expect)
-            fail<io_error>("'", r.path(), "': layer '", l->name, "' is a ", l->type, " where the deSpeckNet branch has a ", expect);
+            r.refuse("layer '", l->name, "' is a ", l->type, " where the deSpeckNet branch has a ", expect);
         const std::vector<const Layer*> next = readers(l->outputs[0]);
         const bool more = next.size() == 1 && (next[0]->type == "dagnn.Conv" || next[0]->type == "dagnn.BatchNorm" ||
                                                  next[0]->type == "dagnn.ReLU");
         b.output = l->outputs[0];
         if (!more) {
             if (l->type != "dagnn.Conv")
-                fail<io_error>("'", r.path(), "': the branch from '", first.name, "' ends in '", l->name, "', a ", l->type,
+                r.refuse("the branch from '", first.name, "' ends in '", l->name, "', a ", l->type,
                                ", not a conv");
             return b;
         }
@@ -266,7 +272,7 @@ inline Branch follow_branch(const Reader& r, const std::vector<Layer>& layers, c
         else
             expect = "dagnn.Conv";
         l = next[0];
-        if (b.convs.size() + b.norms.size() > 1000) fail<io_error>("'", r.path(), "': a branch loops");
+        if (b.convs.size() + b.norms.size() > 1000) r.refuse("a branch loops");
     }
 }
 
@@ -277,7 +283,6 @@ template <class T>
 DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     using detail_matconvnet::Branch;
     using detail_matconvnet::Layer;
-    using despeck::detail::fail;
     const detail_matconvnet::Reader r(path);
     const std::vector<Layer> layers = r.layers();
     const std::map<std::string, detail_matconvnet::Param> params = r.params();
@@ -285,16 +290,16 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     std::set<std::string> produced;
     for (const Layer& l : layers)
         for (const std::string& out : l.outputs)
-            if (!produced.insert(out).second) fail<io_error>("'", r.path(), "': two layers write the variable '", out, "'");
+            if (!produced.insert(out).second) r.refuse("two layers write the variable '", out, "'");
     std::vector<const Layer*> starts;
     for (const Layer& l : layers)
         if (l.inputs.size() == 1 && l.inputs[0] == "input") starts.push_back(&l);
     if (starts.size() != 2)
-        fail<io_error>("'", r.path(), "': ", starts.size(), " layers read 'input'; deSpeckNet has two branches");
+        r.refuse(starts.size(), " layers read 'input'; deSpeckNet has two branches");
     Branch branches[2] = {follow_branch(r, layers, *starts[0]), follow_branch(r, layers, *starts[1])};
     if (branches[1].output == "prediction") std::swap(branches[0], branches[1]);
     if (branches[0].output != "prediction")
-        fail<io_error>("'", r.path(), "': neither branch ends in the variable 'prediction' (the clean image)");
+        r.refuse("neither branch ends in the variable 'prediction' (the clean image)");
     // The combine: a Multiply of the two branch outputs (the paper's linear-intensity model).
     bool multiply = false;
     for (const Layer& l : layers)
@@ -302,18 +307,18 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
             std::set<std::string>(l.inputs.begin(), l.inputs.end()) == std::set<std::string>{branches[0].output, branches[1].output})
             multiply = true;
     if (!multiply)
-        fail<io_error>("'", r.path(), "': no dagnn.Multiply combines '", branches[0].output, "' and '", branches[1].output,
+        r.refuse("no dagnn.Multiply combines '", branches[0].output, "' and '", branches[1].output,
                        "'; only the multiplicative (linear intensity) model is supported");
 
     // Architecture, from the clean branch's first conv; both branches must agree.
     for (const Branch& br : branches)
         if (br.convs.size() < 2)
-            fail<io_error>("'", r.path(), "': the branch ending in '", br.output, "' has ", br.convs.size(),
+            r.refuse("the branch ending in '", br.output, "' has ", br.convs.size(),
                            " conv(s); deSpeckNet has at least 2");
     const auto size_of = [&](const Layer& l) { return r.numbers(l, "size"); };
     const std::vector<double> first_size = size_of(*branches[0].convs.front());
     if (first_size.size() != 4 || std::any_of(first_size.begin(), first_size.end(), [](double d) { return !(d >= 1 && d <= 4096 && d == std::floor(d)); }))
-        fail<io_error>("'", r.path(), "': conv '", branches[0].convs.front()->name, "' size is not [K K Cin Cout] with whole sizes up to 4096");
+        r.refuse("conv '", branches[0].convs.front()->name, "' size is not [K K Cin Cout] with whole sizes up to 4096");
     DeSpeckNetConfig cfg;
     cfg.depth = static_cast<int>(branches[0].convs.size());
     cfg.kernel = static_cast<int>(first_size[0]);
@@ -321,47 +326,47 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     cfg.filters = static_cast<int>(first_size[3]);
     cfg.combine = CombineMode::multiplicative_linear;
     if (cfg.channels != 1)
-        fail<io_error>("'", r.path(), "': the model takes ", cfg.channels, " channels; the multiplicative model is single-channel");
+        r.refuse("the model takes ", cfg.channels, " channels; the multiplicative model is single-channel");
     double epsilon = -1;
     for (int b = 0; b < 2; ++b) {
         const Branch& br = branches[b];
         if (static_cast<int>(br.convs.size()) != cfg.depth || static_cast<int>(br.norms.size()) != cfg.depth - 2)
-            fail<io_error>("'", r.path(), "': the branches differ: ", branches[0].convs.size(), " and ", br.convs.size(),
+            r.refuse("the branches differ: ", branches[0].convs.size(), " and ", br.convs.size(),
                            " convs, ", branches[0].norms.size(), " and ", br.norms.size(), " batch norms");
         for (int i = 0; i < cfg.depth; ++i) {
             const Layer& l = *br.convs[static_cast<std::size_t>(i)];
             const int cin = i == 0 ? cfg.channels : cfg.filters, cout = i == cfg.depth - 1 ? cfg.channels : cfg.filters;
             const std::vector<double> want{double(cfg.kernel), double(cfg.kernel), double(cin), double(cout)};
             if (size_of(l) != want)
-                fail<io_error>("'", r.path(), "': conv '", l.name, "' is not ", cfg.kernel, "x", cfg.kernel, "x", cin, "x", cout);
+                r.refuse("conv '", l.name, "' is not ", cfg.kernel, "x", cfg.kernel, "x", cin, "x", cout);
             const double pad = cfg.kernel / 2;
             for (const auto& [opt, ok] : {std::pair{"pad", std::vector<double>(4, pad)}, std::pair{"stride", std::vector<double>{1, 1}},
                                            std::pair{"dilate", std::vector<double>{1, 1}}}) {
                 std::vector<double> v = r.numbers(l, opt);
                 if (v.size() == 1) v.assign(ok.size(), v[0]);  // MatConvNet accepts a scalar for all sides
-                if (v != ok) fail<io_error>("'", r.path(), "': conv '", l.name, "' has ", opt, " other than ", ok[0], " on every side");
+                if (v != ok) r.refuse("conv '", l.name, "' has ", opt, " other than ", ok[0], " on every side");
             }
-            if (r.numbers(l, "hasBias") != std::vector<double>{1}) fail<io_error>("'", r.path(), "': conv '", l.name, "' has no bias");
-            if (l.params.size() != 2) fail<io_error>("'", r.path(), "': conv '", l.name, "' has ", l.params.size(), " parameters, not 2");
+            if (r.numbers(l, "hasBias") != std::vector<double>{1}) r.refuse("conv '", l.name, "' has no bias");
+            if (l.params.size() != 2) r.refuse("conv '", l.name, "' has ", l.params.size(), " parameters, not 2");
         }
         for (const Layer* l : br.norms) {
             if (r.numbers(*l, "numChannels") != std::vector<double>{double(cfg.filters)})
-                fail<io_error>("'", r.path(), "': batch norm '", l->name, "' does not have ", cfg.filters, " channels");
+                r.refuse("batch norm '", l->name, "' does not have ", cfg.filters, " channels");
             const std::vector<double> eps = r.numbers(*l, "epsilon");
             if (eps.size() != 1 || !(eps[0] > 0) || (epsilon > 0 && eps[0] != epsilon))
-                fail<io_error>("'", r.path(), "': batch norm '", l->name, "' has an epsilon that is not one positive value shared by all");
+                r.refuse("batch norm '", l->name, "' has an epsilon that is not one positive value shared by all");
             epsilon = eps[0];
-            if (l->params.size() != 3) fail<io_error>("'", r.path(), "': batch norm '", l->name, "' has ", l->params.size(), " parameters, not 3");
+            if (l->params.size() != 3) r.refuse("batch norm '", l->name, "' has ", l->params.size(), " parameters, not 3");
         }
     }
     for (const Layer& l : layers)
         if (l.type == "dagnn.ReLU" && r.numbers(l, "leak") != std::vector<double>{0})
-            fail<io_error>("'", r.path(), "': ReLU '", l.name, "' is leaky; deSpeckNet's are not");
+            r.refuse("ReLU '", l.name, "' is leaky; deSpeckNet's are not");
     if (epsilon > 0) cfg.bn_eps = epsilon;  // else depth 2: no batch norm, the default stays
     try {
         cfg.validate();
     } catch (const std::exception& e) {
-        fail<io_error>("'", r.path(), "': ", e.what());
+        r.refuse(e.what());
     }
 
     // Values, checked and converted before the model exists.
@@ -374,17 +379,17 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     const auto values = [&](const std::string& name, std::size_t count,
                             std::vector<std::size_t> dims = {}) -> const std::vector<float>& {
         const auto it = params.find(name);
-        if (it == params.end()) fail<io_error>("'", r.path(), "': parameter '", name, "' is missing");
+        if (it == params.end()) r.refuse("parameter '", name, "' is missing");
         if (it->second.values.size() != count)
-            fail<io_error>("'", r.path(), "': parameter '", name, "' has ", it->second.values.size(), " values, expected ", count);
+            r.refuse("parameter '", name, "' has ", it->second.values.size(), " values, expected ", count);
         if (!dims.empty() && strip(it->second.dims) != strip(dims)) {
             std::string have, want;
             for (std::size_t d : it->second.dims) have += (have.empty() ? "" : "x") + std::to_string(d);
             for (std::size_t d : dims) want += (want.empty() ? "" : "x") + std::to_string(d);
-            fail<io_error>("'", r.path(), "': parameter '", name, "' is ", have, ", expected ", want);
+            r.refuse("parameter '", name, "' is ", have, ", expected ", want);
         }
         for (float v : it->second.values)
-            if (!std::isfinite(v)) fail<io_error>("'", r.path(), "': parameter '", name, "' holds a non-finite value (", v, ")");
+            if (!std::isfinite(v)) r.refuse("parameter '", name, "' holds a non-finite value (", v, ")");
         return it->second.values;
     };
     std::map<std::string, std::vector<T>> named;
@@ -418,7 +423,7 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
                 // sigma = sqrt(var + epsilon) >= sqrt(epsilon); a little below it passes (float rounding).
                 const double sigma = m[static_cast<std::size_t>(F + k)];
                 if (!(sigma > 0) || sigma * sigma < epsilon * (1 - 1e-6))
-                    fail<io_error>("'", r.path(), "': batch norm '", l.name, "' channel ", k, " has sigma ", sigma,
+                    r.refuse("batch norm '", l.name, "' channel ", k, " has sigma ", sigma,
                                    ", not sqrt(var + epsilon) with epsilon ", epsilon);
                 mean[static_cast<std::size_t>(k)] = static_cast<T>(m[static_cast<std::size_t>(k)]);
                 var[static_cast<std::size_t>(k)] = static_cast<T>(std::max(sigma * sigma - epsilon, 0.0));
@@ -436,7 +441,7 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
             const auto& e = store.entry(i);
             const auto it = named.find(e.name);
             if (it == named.end() || static_cast<index_t>(it->second.size()) != e.shape.size())
-                fail<io_error>("'", r.path(), "': no value for despeck tensor '", e.name, "' ", e.shape);
+                r.refuse("no value for despeck tensor '", e.name, "' ", e.shape);
             std::copy(it->second.begin(), it->second.end(), store.value(i).data);
         }
     };
