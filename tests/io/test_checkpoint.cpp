@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "despeck/io/checkpoint.hpp"
 #include "support/grad_check.hpp"
@@ -192,6 +193,34 @@ TEST_CASE("checkpoint: loading is all-or-nothing, and a newer format version is 
     w.set_metadata("format_version", "2");
     w.write(path);
     CHECK_THROWS_WITH_AS(io::load_checkpoint(path, target), doctest::Contains("format version 2"), io_error);
+}
+
+TEST_CASE("model tensors: read in store order (parameters, then buffers), assigned only as a whole") {
+    DeSpeckNet<float> source(small(), 11), target(small(), 12);
+    std::vector<std::string> asked;
+    const std::vector<Tensor<float>> tensors =
+        io::read_model_tensors(target, [&](const std::string& name, const Shape& shape) {
+            asked.push_back(name);
+            const bool is_param = source.parameters().contains(name);
+            const TensorView<const float> v = is_param ? std::as_const(source).parameters().value(name)
+                                                       : std::as_const(source).buffers().value(name);
+            Tensor<float> t(shape);
+            std::copy(v.data, v.data + v.shape.size(), t.data());
+            return t;
+        });
+    REQUIRE(asked.size() == source.parameters().count() + source.buffers().count());
+    CHECK(asked.front() == source.parameters().entry(0).name);
+    CHECK(asked.back() == source.buffers().entry(source.buffers().count() - 1).name);
+    io::assign_model_tensors(target, tensors);
+    CHECK(std::equal(source.parameters().values().begin(), source.parameters().values().end(),
+                     target.parameters().values().begin()));
+    CHECK(std::equal(source.buffers().values().begin(), source.buffers().values().end(), target.buffers().values().begin()));
+
+    // A reader that hands back the wrong shape, and a list one short, are refused by name.
+    CHECK_THROWS_WITH_AS(io::read_model_tensors(target, [](const std::string&, const Shape&) { return Tensor<float>(Shape{3}); }),
+                         doctest::Contains(source.parameters().entry(0).name.c_str()), value_error);
+    std::vector<Tensor<float>> short_list(tensors.begin(), tensors.end() - 1);
+    CHECK_THROWS_AS(io::assign_model_tensors(target, short_list), value_error);
 }
 
 TEST_CASE("safetensors: a shape whose byte count overflows is refused; a bad optimizer.step is an io_error") {

@@ -13,11 +13,14 @@
 // wrong. It is all-or-nothing: every tensor is read and checked before the model is touched.
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -107,6 +110,38 @@ void save_checkpoint(const std::filesystem::path& path, const DeSpeckNet<T>& mod
     w.write(path);
 }
 
+// Filling a model from named tensors, all or nothing, in two steps shared by every reader of
+// models (checkpoints, the MatConvNet importer): first read_model_tensors asks `read(name,
+// shape)` for each tensor of the model's parameters, then of its buffers, in store order; read
+// returns a Tensor<T> of that shape or throws, naming the file and what is wrong. Only when every
+// tensor has been read does assign_model_tensors copy them in.
+template <class T, class Read>
+std::vector<Tensor<T>> read_model_tensors(const DeSpeckNet<T>& model, Read&& read) {
+    std::vector<Tensor<T>> tensors;
+    for (const ParameterStore<T>* store : {&model.parameters(), &model.buffers()})
+        for (std::size_t i = 0; i < store->count(); ++i) {
+            const auto& e = store->entry(i);
+            tensors.push_back(read(e.name, e.shape));
+            if (tensors.back().shape() != e.shape)
+                despeck::detail::fail<value_error>("read_model_tensors: '", e.name, "' was read as ", tensors.back().shape(),
+                                                   ", the model's is ", e.shape);
+        }
+    return tensors;
+}
+
+template <class T>
+void assign_model_tensors(DeSpeckNet<T>& model, const std::vector<Tensor<T>>& tensors) {
+    auto& params = model.parameters();
+    auto& buffers = model.buffers();
+    if (tensors.size() != params.count() + buffers.count())
+        despeck::detail::fail<value_error>("assign_model_tensors: ", tensors.size(), " tensors for a model of ",
+                                           params.count() + buffers.count());
+    std::size_t k = 0;
+    for (ParameterStore<T>* store : {&params, &buffers})
+        for (std::size_t i = 0; i < store->count(); ++i, ++k)
+            std::copy(tensors[k].data(), tensors[k].data() + tensors[k].size(), store->value(i).data);
+}
+
 // The configuration stored in a checkpoint.
 inline DeSpeckNetConfig read_checkpoint_config(const SafetensorsFile& file) {
     const auto& md = file.metadata();
@@ -144,18 +179,11 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
     if (stored.combine != have.combine) mismatch("combine mode", to_string(stored.combine), to_string(have.combine));
 
     // Read and check everything first; copy into the model only when all of it is valid.
-    auto read_all = [&](const ParameterStore<T>& store) {
-        std::vector<Tensor<T>> tensors;
-        for (std::size_t i = 0; i < store.count(); ++i) {
-            const auto& e = store.entry(i);
-            if (!file.contains(e.name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", e.name, "'");
-            tensors.push_back(file.tensor<T>(e.name, e.shape));
-        }
-        return tensors;
-    };
-    auto& params = model.parameters();
-    auto& buffers = model.buffers();
-    const std::vector<Tensor<T>> param_values = read_all(params), buffer_values = read_all(buffers);
+    const std::vector<Tensor<T>> values = read_model_tensors(model, [&](const std::string& name, const Shape& shape) {
+        if (!file.contains(name)) despeck::detail::fail<io_error>("'", file.path(), "': missing tensor '", name, "'");
+        return file.tensor<T>(name, shape);
+    });
+    const auto& params = model.parameters();
     std::int64_t adam_step = -1;
     std::vector<T> m, v;
     if (adam && file.metadata().count("optimizer.step")) {
@@ -174,10 +202,7 @@ void load_checkpoint(const SafetensorsFile& file, DeSpeckNet<T>& model, Adam<T>*
             std::copy(tv.data(), tv.data() + tv.size(), v.data() + e.offset);
         }
     }
-    for (std::size_t i = 0; i < params.count(); ++i)
-        std::copy(param_values[i].data(), param_values[i].data() + param_values[i].size(), params.value(i).data);
-    for (std::size_t i = 0; i < buffers.count(); ++i)
-        std::copy(buffer_values[i].data(), buffer_values[i].data() + buffer_values[i].size(), buffers.value(i).data);
+    assign_model_tensors(model, values);
     if (adam_step >= 0) adam->set_state(adam_step, std::move(m), std::move(v));
     if (!keep_loss_weights) {
         DeSpeckNetConfig c = model.config();

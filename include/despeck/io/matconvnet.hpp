@@ -369,28 +369,37 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
         r.refuse(e.what());
     }
 
-    // Values, checked and converted before the model exists.
-    // The parameter `name` with dims `dims` (both compared without trailing ones, which MATLAB
-    // drops), or with `count` values where dims is empty (vectors: 64x1, 1x64 and a scalar all do).
-    const auto strip = [](std::vector<std::size_t> d) {
-        while (!d.empty() && d.back() == 1) d.pop_back();
-        return d;
-    };
-    const auto values = [&](const std::string& name, std::size_t count,
-                            std::vector<std::size_t> dims = {}) -> const std::vector<float>& {
+    // Values, checked and converted before the model exists. A parameter must be there and
+    // finite; an array's dims are compared without trailing ones (which MATLAB drops), a
+    // vector's length alone (64x1, 1x64 and, for one value, a scalar all do).
+    const auto finite = [&](const std::string& name) -> const detail_matconvnet::Param& {
         const auto it = params.find(name);
         if (it == params.end()) r.refuse("parameter '", name, "' is missing");
-        if (it->second.values.size() != count)
-            r.refuse("parameter '", name, "' has ", it->second.values.size(), " values, expected ", count);
-        if (!dims.empty() && strip(it->second.dims) != strip(dims)) {
-            std::string have, want;
-            for (std::size_t d : it->second.dims) have += (have.empty() ? "" : "x") + std::to_string(d);
-            for (std::size_t d : dims) want += (want.empty() ? "" : "x") + std::to_string(d);
-            r.refuse("parameter '", name, "' is ", have, ", expected ", want);
-        }
         for (float v : it->second.values)
             if (!std::isfinite(v)) r.refuse("parameter '", name, "' holds a non-finite value (", v, ")");
-        return it->second.values;
+        return it->second;
+    };
+    const auto array_param = [&](const std::string& name, std::vector<std::size_t> dims) -> const std::vector<float>& {
+        const detail_matconvnet::Param& p = finite(name);
+        const auto strip = [](std::vector<std::size_t> d) {
+            while (!d.empty() && d.back() == 1) d.pop_back();
+            return d;
+        };
+        if (strip(p.dims) != strip(dims)) {
+            const auto text = [](const std::vector<std::size_t>& d) {
+                std::string t;
+                for (std::size_t n : d) t += (t.empty() ? "" : "x") + std::to_string(n);
+                return t;
+            };
+            r.refuse("parameter '", name, "' is ", text(p.dims), ", expected ", text(dims));
+        }
+        return p.values;
+    };
+    const auto vector_param = [&](const std::string& name, index_t length) -> const std::vector<float>& {
+        const detail_matconvnet::Param& p = finite(name);
+        if (p.values.size() != static_cast<std::size_t>(length))
+            r.refuse("parameter '", name, "' has ", p.values.size(), " values, expected ", length);
+        return p.values;
     };
     std::map<std::string, std::vector<T>> named;
     const index_t K = cfg.kernel, F = cfg.filters;
@@ -399,8 +408,7 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
         for (int i = 0; i < cfg.depth; ++i) {
             const Layer& l = *branches[b].convs[static_cast<std::size_t>(i)];
             const index_t cin = i == 0 ? cfg.channels : F, cout = i == cfg.depth - 1 ? cfg.channels : F;
-            const std::vector<float>& f = values(l.params[0], static_cast<std::size_t>(K * K * cin * cout),
-                                                 {std::size_t(K), std::size_t(K), std::size_t(cin), std::size_t(cout)});
+            const std::vector<float>& f = array_param(l.params[0], {std::size_t(K), std::size_t(K), std::size_t(cin), std::size_t(cout)});
             std::vector<T> w(f.size());
             for (index_t ki = 0; ki < K; ++ki)
                 for (index_t kj = 0; kj < K; ++kj)
@@ -409,15 +417,15 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
                             w[static_cast<std::size_t>(((ki * K + kj) * cin + c) * cout + k)] =
                                 static_cast<T>(f[static_cast<std::size_t>(ki + K * kj + K * K * c + K * K * cin * k)]);
             named[prefix + ".conv" + std::to_string(i) + ".weight"] = std::move(w);
-            const std::vector<float>& bias = values(l.params[1], static_cast<std::size_t>(cout));
+            const std::vector<float>& bias = vector_param(l.params[1], cout);
             named[prefix + ".conv" + std::to_string(i) + ".bias"] = std::vector<T>(bias.begin(), bias.end());
         }
         for (int i = 1; i <= cfg.depth - 2; ++i) {
             const Layer& l = *branches[b].norms[static_cast<std::size_t>(i - 1)];
             const std::string bn = prefix + ".bn" + std::to_string(i);
-            const std::vector<float>& g = values(l.params[0], static_cast<std::size_t>(F));
-            const std::vector<float>& beta = values(l.params[1], static_cast<std::size_t>(F));
-            const std::vector<float>& m = values(l.params[2], static_cast<std::size_t>(2 * F), {std::size_t(F), 2});  // mean, sigma
+            const std::vector<float>& g = vector_param(l.params[0], F);
+            const std::vector<float>& beta = vector_param(l.params[1], F);
+            const std::vector<float>& m = array_param(l.params[2], {std::size_t(F), 2});  // mean, sigma
             std::vector<T> mean(static_cast<std::size_t>(F)), var(static_cast<std::size_t>(F));
             for (index_t k = 0; k < F; ++k) {
                 // sigma = sqrt(var + epsilon) >= sqrt(epsilon); a little below it passes (float rounding).
@@ -436,17 +444,14 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     }
 
     DeSpeckNet<T> model(cfg);
-    const auto fill = [&](ParameterStore<T>& store) {
-        for (std::size_t i = 0; i < store.count(); ++i) {
-            const auto& e = store.entry(i);
-            const auto it = named.find(e.name);
-            if (it == named.end() || static_cast<index_t>(it->second.size()) != e.shape.size())
-                r.refuse("no value for despeck tensor '", e.name, "' ", e.shape);
-            std::copy(it->second.begin(), it->second.end(), store.value(i).data);
-        }
-    };
-    fill(model.parameters());
-    fill(model.buffers());
+    assign_model_tensors(model, read_model_tensors(model, [&](const std::string& name, const Shape& shape) {
+        const auto it = named.find(name);
+        if (it == named.end() || static_cast<index_t>(it->second.size()) != shape.size())
+            r.refuse("no value for despeck tensor '", name, "' ", shape);
+        Tensor<T> t(shape);
+        std::copy(it->second.begin(), it->second.end(), t.data());
+        return t;
+    }));
     return model;
 }
 
