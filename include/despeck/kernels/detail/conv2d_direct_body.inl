@@ -118,13 +118,6 @@ DESPECK_ALWAYS_INLINE void with_vector_count(int nv, F&& f) {
     }
 }
 
-template <int NV>
-inline void forward_block_any(int rw, const float* const* rows, int K, index_t ci, index_t xs, const float* wp, index_t cop,
-                              const float* bias, float* y, index_t co, int lanes, bool accumulate,
-                              const BlockEpilogue& ep) {
-    with_block_width(rw, [&]<int RW>() { forward_block<RW, NV>(rows, K, ci, xs, wp, cop, bias, y, co, lanes, accumulate, ep); });
-}
-
 // Output row (n, h), output channels [co0, co0 + lanes): what the forward kernels' blocks need.
 struct ForwardChunk {
     int lanes, nv;       // channels in the chunk, vectors they take
@@ -179,7 +172,9 @@ inline void forward_row(const DirectConvArgs& a, index_t n, index_t h, index_t c
             }
         }
         float* y = yrow + w0 * a.co;
-        with_vector_count(nv, [&]<int NV>() { forward_block_any<NV>(rw, rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); });
+        with_vector_count(nv, [&]<int NV>() {
+            with_block_width(rw, [&]<int RW>() { forward_block<RW, NV>(rows, K, ci, ci, wp, a.cop, bias, y, a.co, lanes, a.accumulate, ep); });
+        });
         w0 += rw;
     }
 }
@@ -433,12 +428,6 @@ inline void weights_block(const DirectConvArgs& a, index_t n, index_t h0, index_
         }
 }
 
-template <int NV>
-inline void weights_block_rc(int rc, const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j,
-                             index_t c0, index_t o0, int lanes) {
-    with_block_width(rc, [&]<int RC>() { weights_block<RC, NV>(a, n, h0, h1, i, j, c0, o0, lanes); });
-}
-
 // One work item of backward-weights: tap (i, j), input channels [c0, c0 + chunk_c), all output
 // channels, over output rows [h0, h1) of image n.
 inline void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t h1, int i, int j, index_t c0,
@@ -448,7 +437,9 @@ inline void weights_item(const DirectConvArgs& a, index_t n, index_t h0, index_t
         const int nv = (lanes + V::width - 1) / V::width;
         for (index_t c = c0; c < c1;) {
             const int rc = next_block_width(c1 - c);
-            with_vector_count(nv, [&]<int NV>() { weights_block_rc<NV>(rc, a, n, h0, h1, i, j, c, o0, lanes); });
+            with_vector_count(nv, [&]<int NV>() {
+                with_block_width(rc, [&]<int RC>() { weights_block<RC, NV>(a, n, h0, h1, i, j, c, o0, lanes); });
+            });
             c += rc;
         }
     }
@@ -1032,12 +1023,6 @@ inline void winograd_weights_block(const float* u, index_t ci, const float* d, i
         }
 }
 
-template <int NV>
-inline void winograd_weights_block_rc(int rc, const float* u, index_t ci, const float* d, index_t co, index_t nt,
-                                      float* out, int lanes, bool overwrite) {
-    with_block_width(rc, [&]<int RC>() { winograd_weights_block<RC, NV>(u, ci, d, co, nt, out, lanes, overwrite); });
-}
-
 // One work item: point p, input channels [c0, c1), all output channels, over the first nt slots
 // of the chunk: a.dwt[p][c][o] += sum_t U[t][p][c] * D[t][p][o] (= when a.overwrite).
 inline void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c0, index_t c1, index_t nt) {
@@ -1052,7 +1037,9 @@ inline void winograd_weights_item(const WinogradWeightsArgs& a, int p, index_t c
         for (index_t c = c0; c < c1;) {
             const int rc = next_block_width(c1 - c);
             float* out = wp + c * co + o0;
-            with_vector_count(nv, [&]<int NV>() { winograd_weights_block_rc<NV>(rc, up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); });
+            with_vector_count(nv, [&]<int NV>() {
+                with_block_width(rc, [&]<int RC>() { winograd_weights_block<RC, NV>(up + c, ci, dp + o0, co, nt, out, lanes, a.overwrite); });
+            });
             c += rc;
         }
     }
