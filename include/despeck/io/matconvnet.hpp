@@ -401,7 +401,13 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
             r.refuse("parameter '", name, "' has ", p.values.size(), " values, expected ", length);
         return p.values;
     };
-    std::map<std::string, std::vector<T>> named;
+    // despeck's tensors by name, in despeck's shapes and layouts.
+    std::map<std::string, Tensor<T>> named;
+    const auto vector_tensor = [](const std::vector<float>& v) {
+        Tensor<T> t(Shape{static_cast<index_t>(v.size())});
+        std::copy(v.begin(), v.end(), t.data());
+        return t;
+    };
     const index_t K = cfg.kernel, F = cfg.filters;
     for (int b = 0; b < 2; ++b) {
         const std::string prefix = DeSpeckNet<T>::branch_names[static_cast<std::size_t>(b)];
@@ -409,16 +415,16 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
             const Layer& l = *branches[b].convs[static_cast<std::size_t>(i)];
             const index_t cin = i == 0 ? cfg.channels : F, cout = i == cfg.depth - 1 ? cfg.channels : F;
             const std::vector<float>& f = array_param(l.params[0], {std::size_t(K), std::size_t(K), std::size_t(cin), std::size_t(cout)});
-            std::vector<T> w(f.size());
+            Tensor<T> w(Shape{K, K, cin, cout});
             for (index_t ki = 0; ki < K; ++ki)
                 for (index_t kj = 0; kj < K; ++kj)
                     for (index_t c = 0; c < cin; ++c)
                         for (index_t k = 0; k < cout; ++k)
-                            w[static_cast<std::size_t>(((ki * K + kj) * cin + c) * cout + k)] =
+                            w[((ki * K + kj) * cin + c) * cout + k] =
                                 static_cast<T>(f[static_cast<std::size_t>(ki + K * kj + K * K * c + K * K * cin * k)]);
             named[prefix + ".conv" + std::to_string(i) + ".weight"] = std::move(w);
             const std::vector<float>& bias = vector_param(l.params[1], cout);
-            named[prefix + ".conv" + std::to_string(i) + ".bias"] = std::vector<T>(bias.begin(), bias.end());
+            named[prefix + ".conv" + std::to_string(i) + ".bias"] = vector_tensor(bias);
         }
         for (int i = 1; i <= cfg.depth - 2; ++i) {
             const Layer& l = *branches[b].norms[static_cast<std::size_t>(i - 1)];
@@ -426,18 +432,18 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
             const std::vector<float>& g = vector_param(l.params[0], F);
             const std::vector<float>& beta = vector_param(l.params[1], F);
             const std::vector<float>& m = array_param(l.params[2], {std::size_t(F), 2});  // mean, sigma
-            std::vector<T> mean(static_cast<std::size_t>(F)), var(static_cast<std::size_t>(F));
+            Tensor<T> mean(Shape{F}), var(Shape{F});
             for (index_t k = 0; k < F; ++k) {
                 // sigma = sqrt(var + epsilon) >= sqrt(epsilon); a little below it passes (float rounding).
                 const double sigma = m[static_cast<std::size_t>(F + k)];
                 if (!(sigma > 0) || sigma * sigma < epsilon * (1 - 1e-6))
                     r.refuse("batch norm '", l.name, "' channel ", k, " has sigma ", sigma,
                                    ", not sqrt(var + epsilon) with epsilon ", epsilon);
-                mean[static_cast<std::size_t>(k)] = static_cast<T>(m[static_cast<std::size_t>(k)]);
-                var[static_cast<std::size_t>(k)] = static_cast<T>(std::max(sigma * sigma - epsilon, 0.0));
+                mean[k] = static_cast<T>(m[static_cast<std::size_t>(k)]);
+                var[k] = static_cast<T>(std::max(sigma * sigma - epsilon, 0.0));
             }
-            named[bn + ".weight"] = std::vector<T>(g.begin(), g.end());
-            named[bn + ".bias"] = std::vector<T>(beta.begin(), beta.end());
+            named[bn + ".weight"] = vector_tensor(g);
+            named[bn + ".bias"] = vector_tensor(beta);
             named[bn + ".running_mean"] = std::move(mean);
             named[bn + ".running_var"] = std::move(var);
         }
@@ -446,11 +452,9 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
     DeSpeckNet<T> model(cfg);
     assign_model_tensors(model, read_model_tensors(model, [&](const std::string& name, const Shape& shape) {
         const auto it = named.find(name);
-        if (it == named.end() || static_cast<index_t>(it->second.size()) != shape.size())
+        if (it == named.end() || it->second.shape() != shape)
             r.refuse("no value for despeck tensor '", name, "' ", shape);
-        Tensor<T> t(shape);
-        std::copy(it->second.begin(), it->second.end(), t.data());
-        return t;
+        return std::move(it->second);  // each name is asked for once
     }));
     return model;
 }
