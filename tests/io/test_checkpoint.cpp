@@ -197,6 +197,8 @@ TEST_CASE("checkpoint: loading is all-or-nothing, and a newer format version is 
 
 TEST_CASE("model tensors: read in store order (parameters, then buffers), assigned only as a whole") {
     DeSpeckNet<float> source(small(), 11), target(small(), 12);
+    Rng rng(5);  // the buffers start at 0 and 1 in every model: make the source's its own
+    for (float& v : source.buffers().values()) v = static_cast<float>(rng.uniform(0.5, 2.0));
     std::vector<std::string> asked;
     const std::vector<Tensor<float>> tensors =
         io::read_model_tensors(target, [&](const std::string& name, const Shape& shape) {
@@ -216,11 +218,22 @@ TEST_CASE("model tensors: read in store order (parameters, then buffers), assign
                      target.parameters().values().begin()));
     CHECK(std::equal(source.buffers().values().begin(), source.buffers().values().end(), target.buffers().values().begin()));
 
-    // A reader that hands back the wrong shape, and a list one short, are refused by name.
+    // A reader that hands back the wrong shape is refused by name.
     CHECK_THROWS_WITH_AS(io::read_model_tensors(target, [](const std::string&, const Shape&) { return Tensor<float>(Shape{3}); }),
                          doctest::Contains(source.parameters().entry(0).name.c_str()), value_error);
+    // A list one short, one of the wrong shape, or one moved from: refused, and nothing is written.
+    DeSpeckNet<float> untouched(small(), 13);
+    const std::vector<float> params_before(untouched.parameters().values().begin(), untouched.parameters().values().end());
     std::vector<Tensor<float>> short_list(tensors.begin(), tensors.end() - 1);
-    CHECK_THROWS_AS(io::assign_model_tensors(target, short_list), value_error);
+    CHECK_THROWS_AS(io::assign_model_tensors(untouched, short_list), value_error);
+    std::vector<Tensor<float>> wrong_shape = tensors;
+    wrong_shape.back() = Tensor<float>(Shape{3});
+    CHECK_THROWS_WITH_AS(io::assign_model_tensors(untouched, wrong_shape),
+                         doctest::Contains(source.buffers().entry(source.buffers().count() - 1).name.c_str()), value_error);
+    std::vector<Tensor<float>> moved_from = tensors;
+    const Tensor<float> taken = std::move(moved_from.back());
+    CHECK_THROWS_AS(io::assign_model_tensors(untouched, moved_from), value_error);
+    CHECK(std::equal(params_before.begin(), params_before.end(), untouched.parameters().values().begin()));
 }
 
 TEST_CASE("safetensors: a shape whose byte count overflows is refused; a bad optimizer.step is an io_error") {

@@ -113,8 +113,8 @@ void save_checkpoint(const std::filesystem::path& path, const DeSpeckNet<T>& mod
 // Filling a model from named tensors, all or nothing, in two steps shared by every reader of
 // models (checkpoints, the MatConvNet importer): first read_model_tensors asks `read(name,
 // shape)` for each tensor of the model's parameters, then of its buffers, in store order; read
-// returns a Tensor<T> of that shape or throws, naming the file and what is wrong. Only when every
-// tensor has been read does assign_model_tensors copy them in.
+// returns a Tensor<T> of that shape (anything else is a value_error) or throws, naming the file
+// and what is wrong. Only when every tensor has been read does assign_model_tensors copy them in.
 template <class T, class Read>
 std::vector<Tensor<T>> read_model_tensors(const DeSpeckNet<T>& model, Read&& read) {
     std::vector<Tensor<T>> tensors;
@@ -122,13 +122,15 @@ std::vector<Tensor<T>> read_model_tensors(const DeSpeckNet<T>& model, Read&& rea
         for (std::size_t i = 0; i < store->count(); ++i) {
             const auto& e = store->entry(i);
             tensors.push_back(read(e.name, e.shape));
-            if (tensors.back().shape() != e.shape)
-                despeck::detail::fail<value_error>("read_model_tensors: '", e.name, "' was read as ", tensors.back().shape(),
-                                                   ", the model's is ", e.shape);
+            const Tensor<T>& t = tensors.back();
+            if (t.shape() != e.shape || t.size() != e.shape.size())
+                despeck::detail::fail<value_error>("read_model_tensors: '", e.name, "' was read as ", t.size(),
+                                                   " values of shape ", t.shape(), ", the model's is ", e.shape);
         }
     return tensors;
 }
 
+// Checks the count and every shape (and that no tensor was moved from) before it copies anything.
 template <class T>
 void assign_model_tensors(DeSpeckNet<T>& model, const std::vector<Tensor<T>>& tensors) {
     auto& params = model.parameters();
@@ -137,6 +139,14 @@ void assign_model_tensors(DeSpeckNet<T>& model, const std::vector<Tensor<T>>& te
         despeck::detail::fail<value_error>("assign_model_tensors: ", tensors.size(), " tensors for a model of ",
                                            params.count() + buffers.count());
     std::size_t k = 0;
+    for (const ParameterStore<T>* store : {&params, &buffers})
+        for (std::size_t i = 0; i < store->count(); ++i, ++k)
+            if (tensors[k].shape() != store->entry(i).shape ||
+                tensors[k].size() != store->entry(i).shape.size())
+                despeck::detail::fail<value_error>("assign_model_tensors: tensor ", k, " for '", store->entry(i).name,
+                                                   "' holds ", tensors[k].size(), " values of shape ", tensors[k].shape(),
+                                                   ", the model's is ", store->entry(i).shape);
+    k = 0;
     for (ParameterStore<T>* store : {&params, &buffers})
         for (std::size_t i = 0; i < store->count(); ++i, ++k)
             std::copy(tensors[k].data(), tensors[k].data() + tensors[k].size(), store->value(i).data);

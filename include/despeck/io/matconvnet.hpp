@@ -17,8 +17,8 @@
 // Layouts. A MATLAB array is column-major: filter convN_f of size [K,K,Cin,Cout] (rows, columns,
 // in, out; MatConvNet convolves by cross-correlation, as despeck does) has element (i,j,c,k) at
 // i + K j + K^2 c + K^2 Cin k, and despeck's [K,K,ci,co] weight holds it at ((i K + j) ci + c) co + k.
-// MATLAB drops trailing singletons (the last conv's 3x3x64x1 is stored 3x3x64), so dims are
-// compared with the block's `size` after dropping trailing ones.
+// MATLAB drops trailing singletons (the last conv's 3x3x64x1 is stored 3x3x64), so a filter's
+// dims are compared with [K K Cin Cout] after dropping trailing ones.
 //
 // Batch norm. In test mode MatConvNet computes g (x - mean) / sigma + b, where bnormN_m = [mean,
 // sigma] (64 x 2) and sigma = sqrt(var + epsilon) was stored at training time: it adds no epsilon
@@ -451,10 +451,10 @@ DeSpeckNet<T> load_matconvnet(const std::filesystem::path& path) {
 
     DeSpeckNet<T> model(cfg);
     assign_model_tensors(model, read_model_tensors(model, [&](const std::string& name, const Shape& shape) {
-        const auto it = named.find(name);
-        if (it == named.end() || it->second.shape() != shape)
-            r.refuse("no value for despeck tensor '", name, "' ", shape);
-        return std::move(it->second);  // each name is asked for once
+        auto node = named.extract(name);  // taken out: a second request for a name is refused
+        if (node.empty() || node.mapped().shape() != shape)
+            r.refuse("no value of shape ", shape, " for despeck tensor '", name, "'");
+        return std::move(node.mapped());
     }));
     return model;
 }
