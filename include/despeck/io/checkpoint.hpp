@@ -115,6 +115,14 @@ void save_checkpoint(const std::filesystem::path& path, const DeSpeckNet<T>& mod
 // shape)` for each tensor of the model's parameters, then of its buffers, in store order; read
 // returns a Tensor<T> of that shape (anything else is a value_error) or throws, naming the file
 // and what is wrong. Only when every tensor has been read does assign_model_tensors copy them in.
+namespace detail_checkpoint {
+// Whether t has exactly this shape and the values for it (a tensor moved from keeps its shape).
+template <class T>
+bool holds(const Tensor<T>& t, const Shape& shape) {
+    return t.shape() == shape && t.size() == shape.size();
+}
+}  // namespace detail_checkpoint
+
 template <class T, class Read>
 std::vector<Tensor<T>> read_model_tensors(const DeSpeckNet<T>& model, Read&& read) {
     std::vector<Tensor<T>> tensors;
@@ -123,14 +131,14 @@ std::vector<Tensor<T>> read_model_tensors(const DeSpeckNet<T>& model, Read&& rea
             const auto& e = store->entry(i);
             tensors.push_back(read(e.name, e.shape));
             const Tensor<T>& t = tensors.back();
-            if (t.shape() != e.shape || t.size() != e.shape.size())
+            if (!detail_checkpoint::holds(t, e.shape))
                 despeck::detail::fail<value_error>("read_model_tensors: '", e.name, "' was read as ", t.size(),
                                                    " values of shape ", t.shape(), ", the model's is ", e.shape);
         }
     return tensors;
 }
 
-// Checks the count and every shape (and that no tensor was moved from) before it copies anything.
+// Checks the count and every tensor (detail_checkpoint::holds) before it copies anything.
 template <class T>
 void assign_model_tensors(DeSpeckNet<T>& model, const std::vector<Tensor<T>>& tensors) {
     auto& params = model.parameters();
@@ -141,8 +149,7 @@ void assign_model_tensors(DeSpeckNet<T>& model, const std::vector<Tensor<T>>& te
     std::size_t k = 0;
     for (const ParameterStore<T>* store : {&params, &buffers})
         for (std::size_t i = 0; i < store->count(); ++i, ++k)
-            if (tensors[k].shape() != store->entry(i).shape ||
-                tensors[k].size() != store->entry(i).shape.size())
+            if (!detail_checkpoint::holds(tensors[k], store->entry(i).shape))
                 despeck::detail::fail<value_error>("assign_model_tensors: tensor ", k, " for '", store->entry(i).name,
                                                    "' holds ", tensors[k].size(), " values of shape ", tensors[k].shape(),
                                                    ", the model's is ", store->entry(i).shape);
