@@ -42,6 +42,7 @@ double deviation(const Tensor<float>& a, const Tensor<float>& b) {
 
 TEST_CASE("prepared layers match the reference convolution: direct with fused batch norm and ReLU, Winograd") {
     KernelChoiceGuard guard;
+    kernels::set_amx_enabled(false);  // float products throughout (AMX: the tests below)
     Rng rng(21);
     for (auto isa : supported_isas()) {
         CAPTURE(kernels::to_string(isa));
@@ -92,6 +93,7 @@ TEST_CASE("Winograd F(6x6,3x3) on an output larger than the caches (non-temporal
     // cache (AVX-512 only: its stores fill whole cache lines); 187 = 31 tiles of 6 and 1 pixel, so
     // edge tiles take the cropped, cached path.
     KernelChoiceGuard guard;
+    kernels::set_amx_enabled(false);  // the float products' stores (AMX: its own test below)
     Rng rng(23);
     const Tensor<float> x = uniform_tensor(Shape{2, 187, 187, 64}, rng), w = uniform_tensor(Shape{3, 3, 64, 64}, rng),
                         b = uniform_tensor(Shape{64}, rng);
@@ -116,6 +118,130 @@ TEST_CASE("Winograd F(6x6,3x3) on an output larger than the caches (non-temporal
     Tensor<float> big(Shape{2, 187, 187, 64});
     kernels::run_prepared_conv(kernels::prepare_conv_winograd(w.view(), b.view(), true, 4), x.view(), big.view());
     CHECK_FALSE(kernels::last_winograd_streamed());
+}
+
+// ---- AMX (bf16x3 products for fast inference's F(6x6) layers) --------------------------------
+// Where the CPU has no AMX these cases say so and check only that it cannot be switched on.
+
+namespace {
+bool amx_or_say_why() {
+    if (kernels::cpu_supports_amx()) return true;
+    MESSAGE("this CPU (or OS) offers no AMX-BF16 tiles: the AMX kernels are not exercised here");
+    CHECK_THROWS_WITH_AS(kernels::set_amx_enabled(true), doctest::Contains("AMX"), value_error);
+    CHECK_FALSE(kernels::get_amx_enabled());
+    return false;
+}
+}  // namespace
+
+#if DESPECK_X86 && defined(__GNUC__)
+TEST_CASE("AMX: the bf16 hi/lo split of the vector path equals its scalar reference, bit for bit") {
+    if (!amx_or_say_why()) return;
+    // Ties to even, carries into the exponent, signs, denormals (taken as zero), the largest floats.
+    std::vector<float> v = {0.f, -0.f, 1.f, -1.f, 1.00390625f, 1.01171875f, 1.0078125f, 3.4e38f, -3.4e38f, 1e-38f, 1e-40f,
+                            -1e-45f, 1.17549435e-38f, 0.333333343f, -2.71828175f, 65504.f};
+    Rng rng(31);
+    while (v.size() % 16 != 0 || v.size() < 4096) v.push_back(static_cast<float>(rng.normal() * std::pow(10.0, rng.uniform(-30, 30))));
+    alignas(64) float in[16];
+    alignas(64) std::uint16_t hi[16], lo[16];
+    for (std::size_t i = 0; i < v.size(); i += 16) {
+        std::copy(v.begin() + static_cast<std::ptrdiff_t>(i), v.begin() + static_cast<std::ptrdiff_t>(i) + 16, in);
+        kernels::direct_amx::split16(in, hi, lo);
+        for (int l = 0; l < 16; ++l) {
+            CAPTURE(in[l]);
+            const std::uint16_t h = kernels::detail_direct::bf16_from_float(in[l]);
+            CHECK(hi[l] == h);
+            CHECK(lo[l] == kernels::detail_direct::bf16_from_float(in[l] - kernels::detail_direct::float_from_bf16(h)));
+        }
+    }
+}
+
+TEST_CASE("AMX: a block's products equal their scalar reference (three bf16 products per value) for 1-32 tiles") {
+    if (!amx_or_say_why()) return;
+    namespace A = kernels::direct_amx;
+    using kernels::detail_direct::bf16_from_float;
+    using kernels::detail_direct::float_from_bf16;
+    Rng rng(37);
+    // Transformed weights [64 points][64 channels][64 outputs], packed as prepare_conv_winograd does.
+    const Tensor<float> wt = uniform_tensor(Shape{64, 64, 64}, rng, -2, 2);
+    kernels::PreparedConv p;
+    kernels::detail_direct::pack_amx_weights(wt.data(), p);
+    Tensor<float> scratch = Tensor<float>::uninitialized(Shape{A::scratch_floats});
+    char* block = reinterpret_cast<char*>(scratch.data());
+    float* half_products = scratch.data() + A::block_tiles * A::tile_bytes / 4 + 64 * 64;
+    for (index_t nt : {1, 2, 5, 15, 16, 17, 23, 31, 32}) {
+        CAPTURE(nt);
+        // Each tile's transformed input S [64 points][64 channels], split into the block.
+        std::vector<Tensor<float>> S;
+        for (index_t t = 0; t < nt; ++t) {
+            S.push_back(uniform_tensor(Shape{64, 64}, rng, -3, 3));
+            Tensor<float> aligned = S.back();
+            A::split_tile(aligned.data(), block + t * A::tile_bytes);
+        }
+        A::block_products(block, reinterpret_cast<const char*>(p.amx_weights.data()), nt, half_products);
+        double worst = 0;
+        for (index_t t = 0; t < nt; ++t)
+            for (index_t pt = 0; pt < 64; ++pt)
+                for (index_t o = 0; o < 64; ++o) {
+                    double expect = 0, magnitude = 0;
+                    for (index_t c = 0; c < 64; ++c) {
+                        const float x = S[static_cast<std::size_t>(t)][pt * 64 + c], w = wt[(pt * 64 + c) * 64 + o];
+                        const double xh = float_from_bf16(bf16_from_float(x)), wh = float_from_bf16(bf16_from_float(w));
+                        const double xl = float_from_bf16(bf16_from_float(x - float(xh))), wl = float_from_bf16(bf16_from_float(w - float(wh)));
+                        expect += xh * wh + xh * wl + xl * wh;
+                        magnitude += std::abs(xh * wh) + std::abs(xh * wl) + std::abs(xl * wh);
+                    }
+                    const float got = reinterpret_cast<const float*>(block + t * A::tile_bytes)[pt * 64 + o];
+                    // 192 float additions: at most about 192 roundings of 2^-24 of the running magnitude.
+                    worst = std::max(worst, std::abs(double(got) - expect) / (magnitude * 0x1p-24 * 192));
+                }
+        CHECK(worst <= 1.0);
+    }
+}
+#endif
+
+TEST_CASE("AMX: fast inference's F(6x6) 64 -> 64 layers match direct convolution on odd sizes, and pick AMX only there") {
+    KernelChoiceGuard guard;
+    if (!amx_or_say_why()) return;
+    kernels::set_simd_isa(kernels::simd_isa::avx512);
+    kernels::set_amx_enabled(true);
+    Rng rng(41);
+    const Tensor<float> w = uniform_tensor(Shape{3, 3, 64, 64}, rng), b = uniform_tensor(Shape{64}, rng);
+    // Widths of 1, 16, 17, 32 and 33 tiles (6, 96, 102, 192, 198 pixels) and ragged ones: blocks of
+    // one or two row tiles of the unit, full and partial; 2 x 187 x 187 streams its output.
+    for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 7, 6}, {2, 13, 96}, {1, 6, 102}, {1, 11, 192}, {1, 8, 198},
+                           {2, 37, 101}, {1, 19, 383}, {2, 187, 187}}) {
+        CAPTURE(N);
+        CAPTURE(H);
+        CAPTURE(W);
+        const Tensor<float> x = uniform_tensor(Shape{N, H, W, 64}, rng);
+        for (bool relu : {true, false}) {
+            CAPTURE(relu);
+            Tensor<float> exact(Shape{N, H, W, 64}), fast(exact.shape(), 99.f);
+            kernels::run_prepared_conv(kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, relu), x.view(), exact.view());
+            const auto prepared = kernels::prepare_conv_winograd(w.view(), b.view(), relu, 6);
+            CHECK(prepared.amx);
+            CHECK(prepared.weights.empty());
+            kernels::run_prepared_conv(prepared, x.view(), fast.view());
+            CHECK(kernels::last_winograd_amx());
+            CHECK(kernels::last_winograd_streamed() == (N * H * W * 64 * 4 > (16 << 20)));
+            // Per layer about 2e-4 of the range (float products: about 1e-5).
+            CHECK(deviation(fast, exact) <= 5e-4);
+        }
+    }
+    // Not for other widths, F(4x4), other instruction sets, or with AMX switched off.
+    const Tensor<float> w32 = uniform_tensor(Shape{3, 3, 32, 32}, rng);
+    CHECK_FALSE(kernels::prepare_conv_winograd(w32.view(), {}, true, 6).amx);
+    CHECK_FALSE(kernels::prepare_conv_winograd(w.view(), b.view(), true, 4).amx);
+    kernels::set_simd_isa(kernels::simd_isa::avx2);
+    CHECK_FALSE(kernels::prepare_conv_winograd(w.view(), b.view(), true, 6).amx);
+    kernels::set_simd_isa(kernels::simd_isa::avx512);
+    kernels::set_amx_enabled(false);
+    const auto off = kernels::prepare_conv_winograd(w.view(), b.view(), true, 6);
+    CHECK_FALSE(off.amx);
+    const Tensor<float> x = uniform_tensor(Shape{1, 12, 12, 64}, rng);
+    Tensor<float> y(Shape{1, 12, 12, 64});
+    kernels::run_prepared_conv(off, x.view(), y.view());
+    CHECK_FALSE(kernels::last_winograd_amx());
 }
 
 TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses non-3x3 weights and other tiles") {
@@ -250,11 +376,6 @@ TEST_CASE("fast inference stays within its documented bound on real SAR (TerraSA
             reference[r * 256 + c] = to_db(ml[((128 + r) / 2) * 128 + c / 2]);
         }
     const Tensor<float> exact = model.predict_clean(scene.view(), InferenceMode::exact);
-    const Tensor<float> fast = model.predict_clean(scene.view(), InferenceMode::fast);
-    const double dev = deviation(fast, exact);
-    MESSAGE("fast vs exact on TerraSAR-X: max deviation " << dev << " of the range");
-    CHECK(dev <= 1e-3);
-    CHECK(dev > 0);  // the two modes did run different arithmetic
     auto psnr = [&](const Tensor<float>& out) {
         double se = 0, lo = 1e30, hi = -1e30;
         for (index_t i = 0; i < reference.size(); ++i) {
@@ -264,7 +385,22 @@ TEST_CASE("fast inference stays within its documented bound on real SAR (TerraSA
         }
         return 10 * std::log10((hi - lo) * (hi - lo) / (se / double(reference.size())));
     };
-    const double p_exact = psnr(exact), p_fast = psnr(fast);
-    MESSAGE("PSNR vs the 2x2 multilook: exact " << p_exact << " dB, fast " << p_fast << " dB");
-    CHECK(std::abs(p_fast - p_exact) < 0.01);
+    // Fast mode with float products, and with AMX's bf16x3 products where the CPU has them.
+    KernelChoiceGuard guard;
+    std::vector<bool> amx_choices = {false};
+    if (kernels::cpu_supports_amx() && kernels::get_simd_isa() == kernels::simd_isa::avx512) amx_choices.push_back(true);
+    for (bool amx : amx_choices) {
+        CAPTURE(amx);
+        kernels::set_amx_enabled(amx);
+        const Tensor<float> fast = model.predict_clean(scene.view(), InferenceMode::fast);
+        CHECK(kernels::last_winograd_amx() == amx);
+        const double dev = deviation(fast, exact);
+        const std::string products = amx ? "AMX bf16x3" : "float";
+        MESSAGE("fast vs exact on TerraSAR-X (" << products << " products): max deviation " << dev << " of the range");
+        CHECK(dev <= 1e-3);
+        CHECK(dev > 0);  // the two modes did run different arithmetic
+        const double p_exact = psnr(exact), p_fast = psnr(fast);
+        MESSAGE("PSNR vs the 2x2 multilook: exact " << p_exact << " dB, fast " << p_fast << " dB");
+        CHECK(std::abs(p_fast - p_exact) < 0.01);
+    }
 }

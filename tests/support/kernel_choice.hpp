@@ -1,5 +1,5 @@
 // tests/support/kernel_choice.hpp — the instruction sets a test should cover, and a guard that
-// restores the process-wide kernel choices (instruction set, conv algorithm) when a test ends.
+// restores the process-wide kernel choices (instruction set, conv algorithm, AMX) when a test ends.
 #pragma once
 
 #include <vector>
@@ -19,9 +19,11 @@ inline std::vector<kernels::simd_isa> supported_isas() {
 struct KernelChoiceGuard {
     kernels::simd_isa isa = kernels::get_simd_isa();
     kernels::conv_algorithm algo = kernels::get_conv_algorithm();
+    bool amx = kernels::get_amx_enabled();
     ~KernelChoiceGuard() {
         kernels::set_simd_isa(isa);
         kernels::set_conv_algorithm(algo);
+        kernels::set_amx_enabled(amx);
     }
 };
 

@@ -34,6 +34,13 @@
 #define DESPECK_X86 1
 #include <immintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+// AMX (fast inference's products): CPUID, and the system call that asks Linux for the tile state.
+#define DESPECK_AMX_POSSIBLE 1
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -123,6 +130,62 @@ inline simd_isa get_simd_isa() { return detail_direct::selected_isa(); }
 inline void set_simd_isa(simd_isa s) {
     if (!cpu_supports(s)) detail::fail<value_error>("set_simd_isa: this CPU does not support ", to_string(s));
     detail_direct::selected_isa() = s;
+}
+
+// ---- AMX: the tile matrix unit, for fast inference's Winograd F(6x6) products ----------------
+// Intel Xeons from Sapphire Rapids on multiply bf16 tiles (AMX-BF16) at 16 times the rate of
+// their float FMAs. Fast inference (prepare_conv_winograd with tile 6, 64 -> 64 channels) then
+// runs each float product as three bf16 ones (see detail/winograd_amx.inl): faster, and less
+// exact than float products, inside fast mode's bound (docs/benchmarks.md, "Fast inference
+// accuracy"). Linux hands the tile state to a process only on request; the first call of
+// cpu_supports_amx() makes that request.
+
+// Whether the CPU has AMX-TILE, AMX-BF16 and AVX512-BF16 and Linux grants this process the tiles.
+inline bool cpu_supports_amx() {
+    static const bool supported = [] {
+#if DESPECK_AMX_POSSIBLE
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__builtin_cpu_supports("avx512f") || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+        const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
+        if (!amx_bf16 || !amx_tile || a < 1 || !__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1u)) return false;
+        constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;  // from asm/prctl.h
+        if (syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) != 0) return false;
+        unsigned xcr0_lo = 0, xcr0_hi = 0;  // the OS saves the tile configuration and data (XCR0 bits 17, 18)
+        asm volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+        return ((xcr0_lo >> 17) & 3u) == 3u;
+#else
+        return false;
+#endif
+    }();
+    return supported;
+}
+
+namespace detail_direct {
+// DESPECK_AMX=0 keeps fast inference on float products, =1 insists on AMX (an error on a CPU
+// without it); unset: AMX where the CPU has it.
+inline bool initial_amx() {
+    if (const char* env = std::getenv("DESPECK_AMX"); env && *env) {
+        const std::string_view v = env;
+        if (v == "0") return false;
+        if (v != "1") detail::fail<value_error>("DESPECK_AMX=", env, ": expected 0 or 1");
+        if (!cpu_supports_amx())
+            detail::fail<value_error>("DESPECK_AMX=1 but this CPU (or OS) offers no AMX-BF16 tiles");
+        return true;
+    }
+    return cpu_supports_amx();
+}
+inline std::atomic<bool>& amx_selected() {
+    static std::atomic<bool> s{initial_amx()};
+    return s;
+}
+}  // namespace detail_direct
+
+// Whether prepare_conv_winograd puts fast inference's 64 -> 64 layers on AMX (when the AVX-512
+// kernels are selected too). Layers prepared before a change keep the choice they were made with.
+inline bool get_amx_enabled() { return detail_direct::amx_selected(); }
+inline void set_amx_enabled(bool on) {
+    if (on && !cpu_supports_amx()) detail::fail<value_error>("set_amx_enabled: this CPU (or OS) offers no AMX-BF16 tiles");
+    detail_direct::amx_selected() = on;
 }
 
 // A prefetch into L1 that the compiler keeps. GCC 12 finds a function whose only statements are
@@ -359,6 +422,15 @@ struct V {
 }  // namespace direct_avx512
 #if defined(__clang__)
 #pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+#endif
+#include "despeck/kernels/detail/winograd_amx.inl"
+#if defined(__clang__)
+#pragma clang attribute pop
 #else
 #pragma GCC pop_options
 #endif
@@ -485,6 +557,10 @@ inline std::atomic<index_t>& last_sparse_rows() {
     return s;
 }
 inline std::atomic<bool>& last_in_place() {
+    static std::atomic<bool> s{false};
+    return s;
+}
+inline std::atomic<bool>& last_amx() {
     static std::atomic<bool> s{false};
     return s;
 }
@@ -619,6 +695,8 @@ inline index_t last_sparse_rows() { return detail_direct::last_sparse_rows(); }
 // Whether the most recent Winograd forward (or backward-data) wrote its products over the
 // transformed input (ci == co within one register tile's width of channels; see run_winograd).
 inline bool last_winograd_in_place() { return detail_direct::last_in_place(); }
+// Whether the most recent prepared Winograd layer (run_prepared_conv) ran its products on AMX.
+inline bool last_winograd_amx() { return detail_direct::last_amx(); }
 
 // y = conv(x, w) + b (b may be empty); y += ... when accumulate.
 inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const float> w, TensorView<const float> b,
@@ -758,6 +836,11 @@ struct PreparedConv {
     // for finite weights: the dense kernel's 0 * inf would be NaN).
     bool sparse_input = false;
     float sparse_max_density = 0.6f;
+    // winograd, tile 6, 64 -> 64 on a CPU with AMX (get_amx_enabled): the products run on the tile
+    // unit in bf16 hi/lo pairs; amx_weights then holds the transformed weights in its layout, per
+    // point [k 2][hi, lo][column 4][16 channel pairs][16 outputs][2] bf16, and weights stays empty.
+    bool amx = false;
+    std::vector<std::uint16_t, detail::AlignedAllocator<std::uint16_t>> amx_weights;
 };
 
 namespace detail_direct {
@@ -879,6 +962,36 @@ inline void transform_winograd_weights(TensorView<const float> w, PreparedConv& 
 // inference). The transform G g G^T is computed in double; its rounding to float and the
 // transforms' own arithmetic make the result differ from direct convolution by about 1e-6
 // relative per layer for m = 4 and about twice that for m = 6 (tested).
+namespace detail_direct {
+// bf16 as vcvtneps2bf16 makes it from a finite float: rounded to nearest even, a denormal input
+// taken as zero. For the AMX weights, prepared once per layer, and the tests' scalar reference.
+inline std::uint16_t bf16_from_float(float x) {
+    std::uint32_t u = std::bit_cast<std::uint32_t>(x);
+    if ((u & 0x7f800000u) == 0) u &= 0x80000000u;  // zero or denormal: signed zero
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<std::uint16_t>(u >> 16);
+}
+inline float float_from_bf16(std::uint16_t b) { return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16); }
+
+// The float F(6x6) weights [64 points][64 channels][64 outputs] (cop = 64) as AMX B tiles of bf16
+// pairs: per point [k 2][hi, lo][column 4][16 channel pairs][16 outputs][2 channels], where
+// hi = bf16(w), lo = bf16(w - hi), k a block of 32 channels and column one of 16 outputs.
+inline void pack_amx_weights(const float* wt, PreparedConv& p) {
+    constexpr index_t P = 64, C = 64;
+    p.amx_weights.assign(static_cast<std::size_t>(P * C * C * 2), 0);
+    for (index_t pt = 0; pt < P; ++pt)
+        for (index_t c = 0; c < C; ++c)
+            for (index_t o = 0; o < C; ++o) {
+                const float w = wt[(pt * C + c) * C + o];
+                const std::uint16_t hi = bf16_from_float(w), lo = bf16_from_float(w - float_from_bf16(hi));
+                const index_t k = c / 32, pair = (c % 32) / 2, column = o / 16;
+                const index_t at = ((((pt * 2 + k) * 2 + 0) * 4 + column) * 16 + pair) * 32 + (o % 16) * 2 + (c % 2);
+                p.amx_weights[static_cast<std::size_t>(at)] = hi;
+                p.amx_weights[static_cast<std::size_t>(at + 4 * 16 * 32)] = lo;  // the lo tiles follow the hi ones
+            }
+}
+}  // namespace detail_direct
+
 inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu, int tile = 4) {
     detail_direct::check_winograd_tile("prepare_conv_winograd", tile);
     if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
@@ -896,6 +1009,11 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
         detail_direct::transform_winograd_weights<4>(w, p);
     p.bias = detail_direct::padded(b, p.cop);
     p.relu = relu;
+    if (tile == 6 && p.ci == 64 && p.co == 64 && p.isa == simd_isa::avx512 && get_amx_enabled()) {
+        p.amx = true;
+        detail_direct::pack_amx_weights(p.weights.data(), p);
+        p.weights = Tensor<float>();
+    }
     return p;
 }
 
@@ -917,6 +1035,26 @@ namespace detail_direct {
 // F(6x6) 64 -> 64), so more of L2 is left for the weights that stream through it: fast inference
 // ran 4-10% faster in interleaved A/B runs. With several column chunks per point, the first
 // chunk's stores would overwrite input the next chunk still reads, so M gets its own space.
+#if DESPECK_X86 && defined(__GNUC__)
+// run_winograd's items and streaming with the products on AMX (64 -> 64, F(6x6), no accumulate).
+inline void run_winograd_amx(WinogradArgs a, const std::uint16_t* weights) {
+    const index_t m = 6, block = direct_amx::block_tiles;
+    constexpr index_t stream_bytes = index_t(16) << 20;
+    a.stream = reinterpret_cast<std::uintptr_t>(a.y) % 64 == 0 && a.N * a.H * a.W * a.co * index_t(sizeof(float)) > stream_bytes;
+    last_streamed() = a.stream;
+    a.in_place = true;
+    last_in_place() = true;
+    const index_t tile_rows = (a.H + m - 1) / m, tile_cols = (a.W + m - 1) / m;
+    const index_t blocks = (tile_cols + block - 1) / block;
+    const char* w = reinterpret_cast<const char*>(weights);
+    for_each_item(a.N * tile_rows * blocks, direct_amx::scratch_floats, [&](index_t it, float* buf) {
+        const index_t b = it % blocks, row = it / blocks;
+        const index_t t0 = b * block, t1 = std::min(tile_cols, t0 + block);
+        direct_amx::winograd_item(a, w, row / tile_rows, row % tile_rows, t0, t1, buf);
+    });
+}
+#endif
+
 inline void run_winograd(WinogradArgs a, const IsaTable& t) {
     check_winograd_tile("Winograd", a.m);
     const index_t m = a.m, points = (m + 2) * (m + 2), block = 24;
@@ -970,6 +1108,16 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
     a.N = x.shape[0], a.H = x.shape[1], a.W = x.shape[2], a.ci = p.ci, a.co = p.co, a.cop = p.cop;
     a.x = x.data, a.wt = p.weights.data(), a.bias_padded = p.bias.data(), a.y = y.data, a.relu = p.relu;
     a.m = p.winograd_tile;
+    detail_direct::last_amx() = p.amx;
+    if (p.amx) {
+#if DESPECK_X86 && defined(__GNUC__)
+        if (!cpu_supports_amx()) detail::fail<value_error>("prepared conv: packed for AMX, which this CPU (or OS) lacks");
+        detail_direct::run_winograd_amx(a, p.amx_weights.data());
+        return;
+#else
+        detail::fail<value_error>("prepared conv: packed for AMX, which this build lacks");
+#endif
+    }
     detail_direct::run_winograd(a, t);
 }
 
