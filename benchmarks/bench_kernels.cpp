@@ -112,8 +112,10 @@ void report(benchmark::State& state, const Shapes& s) {
 // zeros at random (what a trained model's ReLUs leave: 67-72% per layer in the authors' model on
 // real SAR; random positions are the worst case for its branches). The dense kernel's time does
 // not depend on the values, so the two GFLOP/s figures compare directly.
+// winograd6_forward runs fast inference's F(6x6) layer with float products, winograd6_amx_forward
+// with AMX's bf16x3 products (CPUs with AMX only; see kernels/detail/winograd_amx.inl).
 enum class Pass { forward, backward_data, backward_weights, winograd_forward, fused_exact_layer, winograd_backward_data,
-                  winograd_backward_weights, winograd6_forward, sparse_exact_layer };
+                  winograd_backward_weights, winograd6_forward, sparse_exact_layer, winograd6_amx_forward };
 
 // args: pass, isa, N, H, W, Ci, Co
 void BM_conv(benchmark::State& state) {
@@ -124,6 +126,11 @@ void BM_conv(benchmark::State& state) {
         return;
     }
     set_simd_isa(isa);
+    if (pass == Pass::winograd6_amx_forward && (isa != simd_isa::avx512 || !cpu_supports_amx())) {
+        state.SkipWithError("AMX runs with the AVX-512 kernels on CPUs with AMX-BF16 only");
+        return;
+    }
+    set_amx_enabled(pass == Pass::winograd6_amx_forward);
     const Shapes s{state.range(2), state.range(3), state.range(4), state.range(5), state.range(6)};
     Tensor<float> x = random_tensor(Shape{s.N, s.H, s.W, s.Ci}, 1);
     if (pass == Pass::sparse_exact_layer) {
@@ -136,7 +143,8 @@ void BM_conv(benchmark::State& state) {
     Tensor<float> y(Shape{s.N, s.H, s.W, s.Co}), dx(x.shape()), dw(w.shape()), db(b.shape());
     PreparedConv prepared;
     if (pass == Pass::winograd_forward) prepared = prepare_conv_winograd(w.view(), b.view(), true);
-    if (pass == Pass::winograd6_forward) prepared = prepare_conv_winograd(w.view(), b.view(), true, /*tile=*/6);
+    if (pass == Pass::winograd6_forward || pass == Pass::winograd6_amx_forward)
+        prepared = prepare_conv_winograd(w.view(), b.view(), true, /*tile=*/6);
     if (pass == Pass::fused_exact_layer || pass == Pass::sparse_exact_layer)
         prepared = prepare_conv_direct(w.view(), b.view(), scale.view(), b.view(), true);
     prepared.sparse_input = pass == Pass::sparse_exact_layer;
@@ -147,6 +155,7 @@ void BM_conv(benchmark::State& state) {
             case Pass::backward_weights: conv2d_backward_weights_direct(x.view(), dy.view(), dw.view(), db.view()); break;
             case Pass::winograd_forward:
             case Pass::winograd6_forward:
+            case Pass::winograd6_amx_forward:
             case Pass::fused_exact_layer:
             case Pass::sparse_exact_layer: run_prepared_conv(prepared, x.view(), y.view()); break;
             case Pass::winograd_backward_data: conv2d_backward_data_winograd(dy.view(), w.view(), dx.view()); break;
@@ -174,6 +183,10 @@ void shapes(benchmark::internal::Benchmark* b) {
             b->Args({pass, isa, 16, 40, 40, 64, 64});
         b->Args({int(Pass::winograd_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
         b->Args({int(Pass::winograd6_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
+        if (isa == int(simd_isa::avx512)) {
+            b->Args({int(Pass::winograd6_amx_forward), isa, 16, 40, 40, 64, 64});
+            b->Args({int(Pass::winograd6_amx_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
+        }
         b->Args({int(Pass::fused_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
         b->Args({int(Pass::sparse_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
     }

@@ -4,8 +4,8 @@
 # round so that drifting load hits all of them alike; then a table of medians and spread, and
 # its chart.
 #   bash benchmarks/compare_all.sh [rounds=3] [tile=1024] [out=build/benchmarks/compare]
-# tile 1024 is the issue's inference shape (3 rounds: about 29 minutes with the pretrained-model
-# rows, which need ../shared and python3-scipy, 21 without them); 512 is quicker.
+# tile 1024 is the issue's inference shape (3 rounds: about 32 minutes with the pretrained-model
+# rows, which need ../shared and python3-scipy, 24 without them); 512 is quicker.
 # Needs a Release build with benchmarks (cmake --build build), /usr/bin/python3 with torch,
 # GNU time (/usr/bin/time) for peak memory. Writes $out/log.txt, $out/table.md and $out/chart.svg.
 set -euo pipefail
@@ -62,6 +62,9 @@ for r in $(seq 1 "$rounds"); do
   for th in 2 1; do
     echo "== round $r" >>"$log"
     run despeck "$th" "$bin/examples/time_train_step" --threads "$th" --steps 3 --tile "$tile"
+    # Fast inference with float products: what the row above runs on a CPU without AMX (with
+    # AMX, fast inference's 64 -> 64 products run on it in bf16x3; the table shows both).
+    run despeck_float_products "$th" env DESPECK_AMX=0 "$bin/examples/time_train_step" --threads "$th" --steps 0 --tile "$tile"
     run pytorch "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
     if [ -n "$pretrained" ]; then  # the authors' trained model on real SAR (sparse activations)
       run despeck_pretrained "$th" "$bin/examples/time_train_step" --threads "$th" --steps 0 --tile "$tile" \

@@ -58,7 +58,8 @@ def parse(path):
                 continue
             p = int(re.search(r"pass:(\d)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
-                    "winograd_backward_data", "winograd_backward_weights", "winograd6_forward", "sparse_exact_layer"][p]
+                    "winograd_backward_data", "winograd_backward_weights", "winograd6_forward", "sparse_exact_layer",
+                    "winograd6_amx_forward"][p]
             values[("despeck", threads, f"{name}_gflops")].append(b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"])
             values[("despeck", threads, "peak_gflops")].append(b["peak_GFLOP/s"])
     return values
@@ -126,6 +127,13 @@ def main():
         ratio_row("4", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference, effective GFLOP/s, {th} thread(s) "
                   "(despeck NHWC / oneDNN blocked F(4x4))",
                   ("despeck", th, "winograd6_forward_gflops"), ("onednn_blocked", th, "winograd_forward_gflops"), True, 0.85)
+        # For reference (CPUs with AMX): the same layer with the products on AMX in bf16x3, what
+        # fast inference runs there; not exact to float rounding, so not judged against oneDNN's float.
+        ratio_row("-", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference with AMX bf16x3 products, effective "
+                  f"GFLOP/s, {th} thread(s) (despeck / the same with float products)",
+                  ("despeck", th, "winograd6_amx_forward_gflops"), ("despeck", th, "winograd6_forward_gflops"), True, None)
+        ratio_row("-", f"fast inference {tile}x{tile}x2, Mpx/s, {th} thread(s) (despeck / despeck with float products, "
+                  "DESPECK_AMX=0)", ("despeck", th, "infer_fast_mpxs"), ("despeck_float_products", th, "infer_fast_mpxs"), True, None, 3)
         # For reference: the sparse-input kernel of exact inference against the dense one, on
         # bench_kernels' input with 70% zeros at random (the same floats come out of both).
         ratio_row("-", f"exact inference layer 256x256 64->64, GFLOP/s, {th} thread(s) (despeck sparse-input kernel, 70% zeros / "

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -132,6 +133,15 @@ bool amx_or_say_why() {
     return false;
 }
 }  // namespace
+
+TEST_CASE("AMX: the process starts from DESPECK_AMX (0: float products), or uses AMX where the CPU has it") {
+    // ctest runs this suite once more as test_inference_float_products, with DESPECK_AMX=0.
+    const char* env = std::getenv("DESPECK_AMX");
+    if (env && std::string(env) == "0")
+        CHECK_FALSE(kernels::get_amx_enabled());
+    else
+        CHECK(kernels::get_amx_enabled() == kernels::cpu_supports_amx());
+}
 
 #if DESPECK_X86 && defined(__GNUC__)
 TEST_CASE("AMX: the bf16 hi/lo split of the vector path equals its scalar reference, bit for bit") {
