@@ -56,7 +56,7 @@ def parse(path):
             # no figures: its rows stay "not measured".
             if b.get("error_occurred") or "GFLOP/s" not in b:
                 continue
-            p = int(re.search(r"pass:(\d)", b["name"]).group(1))
+            p = int(re.search(r"pass:(\d+)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
                     "winograd_backward_data", "winograd_backward_weights", "winograd6_forward", "sparse_exact_layer",
                     "winograd6_amx_forward"][p]

@@ -264,7 +264,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
-        std::printf("%s\n", describe_runtime().c_str());
+        std::printf("%s\n%s\n", describe_runtime().c_str(), kernels::describe_kernels().c_str());
         if (*prep) {
             p_opt.units = parse_units(p_units);
             p_opt.patches.sampling = p_sampling == "grid" ? data::PatchOptions::Sampling::grid : data::PatchOptions::Sampling::random;

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "error: --threads %d needs OpenMP, which this build does not have\n", threads);
         return 2;
     }
-    std::printf("%s\nconv kernel: %s\n", describe_runtime().c_str(),
+    std::printf("%s\n%s\nconv kernel: %s\n", describe_runtime().c_str(), kernels::describe_kernels().c_str(),
                 std::string(kernels::to_string(kernels::get_conv_algorithm())).c_str());
     try {
         DeSpeckNetConfig config;  // depth 17, 64 filters, 2 channels, dB additive

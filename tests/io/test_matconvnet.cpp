@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "despeck/io/matconvnet.hpp"
 #include "despeck/io/npy.hpp"
 #include "support/files.hpp"
+#include "support/kernel_choice.hpp"
 
 using namespace despeck;
 namespace fs = std::filesystem;
@@ -175,6 +177,49 @@ TEST_CASE("the imported model keeps the radiometry the README reports on TerraSA
     const DeSpeckNet<float> tv = io::load_matconvnet<float>(pretrained("deSpeckNet-epoch-30_TV.mat"));
     CHECK(tv.config() == model.config());
     CHECK(tensor(tv, "clean.conv1.weight").data[0] != tensor(model, "clean.conv1.weight").data[0]);
+}
+
+TEST_CASE("fast inference on the authors' pretrained model and real TerraSAR-X stays within its bound, float and AMX products") {
+    // Issue #5's bound on the trained network itself: max |fast - exact| <= 1e-3 of the exact
+    // output's range, and the PSNR against the 2x2-multilooked crop changes by < 0.01 dB.
+    const fs::path dir = fs::path(DESPECK_SHARED_DIR) / "data" / "sar";
+    const fs::path single = dir / "tsx_slc_intensity_1look_256x256.npy", multi = dir / "tsx_slc_intensity_ml2x2_128x128.npy";
+    for (const auto& f : {single, multi})
+        if (!fs::exists(f)) FAIL("missing fixture " << f.string() << " (see ../shared/README.md)");
+    const DeSpeckNet<float> model = io::load_matconvnet<float>(pretrained("deSpeckNet-epoch-30.mat"));
+    const Tensor<float> intensity = io::read_npy_f32(single), ml = io::read_npy_f32(multi);
+    REQUIRE(intensity.shape() == Shape{256, 256});
+    REQUIRE(ml.shape() == Shape{128, 128});
+    Tensor<float> x(Shape{1, 256, 256, 1});
+    std::copy(intensity.data(), intensity.data() + intensity.size(), x.data());
+    const Tensor<float> exact = model.predict_clean(x.view());
+    double lo = 1e30, hi = -1e30, range = 0;
+    for (index_t i = 0; i < ml.size(); ++i) lo = std::min(lo, double(ml[i])), hi = std::max(hi, double(ml[i]));
+    for (index_t i = 0; i < exact.size(); ++i) range = std::max(range, std::abs(double(exact[i])));
+    auto psnr = [&](const Tensor<float>& out) {
+        double se = 0;
+        for (index_t r = 0; r < 256; ++r)
+            for (index_t c = 0; c < 256; ++c) se += std::pow(double(out[r * 256 + c]) - ml[(r / 2) * 128 + c / 2], 2);
+        return 10 * std::log10((hi - lo) * (hi - lo) / (se / (256.0 * 256.0)));
+    };
+    despeck::testing::KernelChoiceGuard guard;
+    std::vector<bool> amx_choices = {false};
+    if (kernels::cpu_supports_amx() && kernels::get_simd_isa() == kernels::simd_isa::avx512) amx_choices.push_back(true);
+    for (bool amx : amx_choices) {
+        CAPTURE(amx);
+        kernels::set_amx_enabled(amx);
+        const Tensor<float> fast = model.predict_clean(x.view(), InferenceMode::fast);
+        CHECK(kernels::last_winograd_amx() == amx);
+        double dev = 0;
+        for (index_t i = 0; i < fast.size(); ++i) dev = std::max(dev, std::abs(double(fast[i]) - double(exact[i])));
+        const double p_exact = psnr(exact), p_fast = psnr(fast);
+        const std::string products = amx ? "AMX bf16x3" : "float";
+        MESSAGE("pretrained model, fast (" << products << " products) vs exact: max deviation " << dev / range
+                                           << " of the range; PSNR vs the multilook " << p_exact << " / " << p_fast << " dB");
+        CHECK(dev <= 1e-3 * range);
+        CHECK(dev > 0);
+        CHECK(std::abs(p_fast - p_exact) < 0.01);
+    }
 }
 
 TEST_CASE("files that are not such a model are refused by name") {

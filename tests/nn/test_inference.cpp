@@ -143,7 +143,7 @@ TEST_CASE("AMX: the process starts from DESPECK_AMX (0: float products), or uses
         CHECK(kernels::get_amx_enabled() == kernels::cpu_supports_amx());
 }
 
-#if DESPECK_X86 && defined(__GNUC__)
+#if DESPECK_AMX_KERNELS
 TEST_CASE("AMX: the bf16 hi/lo split of the vector path equals its scalar reference, bit for bit") {
     if (!amx_or_say_why()) return;
     // Ties to even, carries into the exponent, signs, denormals (taken as zero), the largest floats.
@@ -165,8 +165,7 @@ TEST_CASE("AMX: the bf16 hi/lo split of the vector path equals its scalar refere
     }
 }
 
-TEST_CASE("AMX: a block's products equal their scalar reference (three bf16 products per value) for 1-32 tiles") {
-    if (!amx_or_say_why()) return;
+TEST_CASE("AMX: the packed weights' layout, and a block's products against their scalar reference (three bf16 products per value) for 1-32 tiles") {
     namespace A = kernels::direct_amx;
     using kernels::detail_direct::bf16_from_float;
     using kernels::detail_direct::float_from_bf16;
@@ -178,6 +177,23 @@ TEST_CASE("AMX: a block's products equal their scalar reference (three bf16 prod
     Tensor<float> scratch = Tensor<float>::uninitialized(Shape{A::scratch_floats});
     char* block = reinterpret_cast<char*>(scratch.data());
     float* half_products = scratch.data() + A::block_tiles * A::tile_bytes / 4 + 64 * 64;
+    // The packed weights, read at the byte offsets point_products uses (per point: k * 8 KiB, lo
+    // tiles 4 KiB after the hi ones, 1 KiB per column of 16 outputs, 64 bytes per channel pair,
+    // then output and channel within the pair), hold the hi/lo split of wt.
+    const auto packed = [&](index_t pt, index_t c, index_t o, int lo) {
+        const index_t byte = pt * A::point_weight_bytes + (c / 32) * 8192 + lo * 4096 + (o / 16) * 1024 + ((c % 32) / 2) * 64 +
+                             (o % 16) * 4 + (c % 2) * 2;
+        return float_from_bf16(p.amx_weights[static_cast<std::size_t>(byte / 2)]);
+    };
+    bool layout_ok = true;
+    for (index_t pt = 0; pt < 64; ++pt)
+        for (index_t c = 0; c < 64; ++c)
+            for (index_t o = 0; o < 64; ++o) {
+                const float w = wt[(pt * 64 + c) * 64 + o], wh = float_from_bf16(bf16_from_float(w));
+                layout_ok = layout_ok && packed(pt, c, o, 0) == wh && packed(pt, c, o, 1) == float_from_bf16(bf16_from_float(w - wh));
+            }
+    CHECK(layout_ok);
+    if (!amx_or_say_why()) return;
     for (index_t nt : {1, 2, 5, 15, 16, 17, 23, 31, 32}) {
         CAPTURE(nt);
         // Each tile's transformed input S [64 points][64 channels], split into the block.
@@ -194,9 +210,9 @@ TEST_CASE("AMX: a block's products equal their scalar reference (three bf16 prod
                 for (index_t o = 0; o < 64; ++o) {
                     double expect = 0, magnitude = 0;
                     for (index_t c = 0; c < 64; ++c) {
-                        const float x = S[static_cast<std::size_t>(t)][pt * 64 + c], w = wt[(pt * 64 + c) * 64 + o];
-                        const double xh = float_from_bf16(bf16_from_float(x)), wh = float_from_bf16(bf16_from_float(w));
-                        const double xl = float_from_bf16(bf16_from_float(x - float(xh))), wl = float_from_bf16(bf16_from_float(w - float(wh)));
+                        const float x = S[static_cast<std::size_t>(t)][pt * 64 + c];
+                        const double xh = float_from_bf16(bf16_from_float(x)), wh = packed(pt, c, o, 0);
+                        const double xl = float_from_bf16(bf16_from_float(x - float(xh))), wl = packed(pt, c, o, 1);
                         expect += xh * wh + xh * wl + xl * wh;
                         magnitude += std::abs(xh * wh) + std::abs(xh * wl) + std::abs(xl * wh);
                     }

@@ -34,8 +34,12 @@
 #define DESPECK_X86 1
 #include <immintrin.h>
 #endif
+// AMX (fast inference's products): tile instructions exist in 64-bit mode only (and need GNU
+// as 2.34 or later); the run-time check reads CPUID and asks Linux for the tile state.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DESPECK_AMX_KERNELS 1
+#endif
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-// AMX (fast inference's products): CPUID, and the system call that asks Linux for the tile state.
 #define DESPECK_AMX_POSSIBLE 1
 #include <cpuid.h>
 #include <sys/syscall.h>
@@ -134,11 +138,13 @@ inline void set_simd_isa(simd_isa s) {
 
 // ---- AMX: the tile matrix unit, for fast inference's Winograd F(6x6) products ----------------
 // Intel Xeons from Sapphire Rapids on multiply bf16 tiles (AMX-BF16) at 16 times the rate of
-// their float FMAs. Fast inference (prepare_conv_winograd with tile 6, 64 -> 64 channels) then
+// their float FMAs on paper (9.5 times measured, docs/benchmarks.md). Fast inference (prepare_conv_winograd with tile 6, 64 -> 64 channels) then
 // runs each float product as three bf16 ones (see detail/winograd_amx.inl): faster, and less
 // exact than float products, inside fast mode's bound (docs/benchmarks.md, "Fast inference
 // accuracy"). Linux hands the tile state to a process only on request; the first call of
-// cpu_supports_amx() makes that request.
+// cpu_supports_amx() makes that request (from then on the process's signal frames carry the 8 KiB
+// of tile data: a host program that handles signals on a small sigaltstack should set
+// DESPECK_AMX=0, which skips the request).
 
 // Whether the CPU has AMX-TILE, AMX-BF16 and AVX512-BF16 and Linux grants this process the tiles.
 inline bool cpu_supports_amx() {
@@ -161,8 +167,9 @@ inline bool cpu_supports_amx() {
 }
 
 namespace detail_direct {
-// DESPECK_AMX=0 keeps fast inference on float products, =1 insists on AMX (an error on a CPU
-// without it); unset: AMX where the CPU has it.
+// DESPECK_AMX=0 keeps fast inference on float products, =1 turns AMX on (an error on a CPU
+// without it); unset: AMX where the CPU has it. Either way AMX runs with the AVX-512 kernels only
+// (DESPECK_SIMD=avx2 or scalar leaves it unused).
 inline bool initial_amx() {
     if (const char* env = std::getenv("DESPECK_AMX"); env && *env) {
         const std::string_view v = env;
@@ -186,6 +193,15 @@ inline bool get_amx_enabled() { return detail_direct::amx_selected(); }
 inline void set_amx_enabled(bool on) {
     if (on && !cpu_supports_amx()) detail::fail<value_error>("set_amx_enabled: this CPU (or OS) offers no AMX-BF16 tiles");
     detail_direct::amx_selected() = on;
+}
+
+// One line for a program's start-up output: the convolution kernels' instruction set and
+// whether fast inference's products run on AMX.
+inline std::string describe_kernels() {
+    std::string text = "convolution kernels: " + std::string(to_string(get_simd_isa()));
+    const bool amx = get_amx_enabled() && get_simd_isa() == simd_isa::avx512;
+    text += amx ? ", fast inference's products on AMX (bf16x3)" : ", fast inference's products in float";
+    return text;
 }
 
 // A prefetch into L1 that the compiler keeps. GCC 12 finds a function whose only statements are
@@ -428,7 +444,9 @@ struct V {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
 #endif
+#if DESPECK_AMX_KERNELS
 #include "despeck/kernels/detail/winograd_amx.inl"
+#endif
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -957,11 +975,6 @@ inline void transform_winograd_weights(TensorView<const float> w, PreparedConv& 
 }
 }  // namespace detail_direct
 
-// w [3,3,ci,co], b [co] or empty: y = relu?(conv + b) by Winograd F(m x m, 3x3), m = tile: 4
-// (36 products per 16 outputs; training's forward and backward-data use it) or 6 (64 per 36: fast
-// inference). The transform G g G^T is computed in double; its rounding to float and the
-// transforms' own arithmetic make the result differ from direct convolution by about 1e-6
-// relative per layer for m = 4 and about twice that for m = 6 (tested).
 namespace detail_direct {
 // bf16 as vcvtneps2bf16 makes it from a finite float: rounded to nearest even, a denormal input
 // taken as zero. For the AMX weights, prepared once per layer, and the tests' scalar reference.
@@ -992,6 +1005,13 @@ inline void pack_amx_weights(const float* wt, PreparedConv& p) {
 }
 }  // namespace detail_direct
 
+// w [3,3,ci,co], b [co] or empty: y = relu?(conv + b) by Winograd F(m x m, 3x3), m = tile: 4
+// (36 products per 16 outputs; training's forward and backward-data use it) or 6 (64 per 36: fast
+// inference). The transform G g G^T is computed in double; its rounding to float and the
+// transforms' own arithmetic make the result differ from direct convolution by about 1e-6
+// relative per layer for m = 4 and about twice that for m = 6 (tested). With tile 6, 64 -> 64
+// channels, the AVX-512 kernels and AMX enabled (get_amx_enabled), the products run on AMX in
+// three bf16 products per float one: about 2e-4 of the output's range per layer (tested).
 inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu, int tile = 4) {
     detail_direct::check_winograd_tile("prepare_conv_winograd", tile);
     if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
@@ -1018,24 +1038,7 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
 }
 
 namespace detail_direct {
-// Items: (image, tile row, block of 24 tiles); a block's transformed input and products stay in
-// L2 between the three steps: 36 (F(4x4)) or 64 (F(6x6)) x 24 x (ci + co) floats, 432 or 768 KiB
-// for 64 -> 64 (half that in place, below). 24 tiles are four register blocks of 6 (AVX-512), each reusing a point's weights
-// from L1; 16 tiles (6 + 6 + 4, 512 KiB) ran F(6x6) inference 3-7% slower (interleaved A/B).
-//
-// An F(6x6) output larger than the caches (fast inference on a big tile: 512x512x64 is 64 MiB)
-// would be evicted before the next layer reads it, so whole tiles skip them: non-temporal stores
-// save reading each line in before overwriting it. Only where every store fills a whole 64-byte
-// line (AVX-512 vectors, co a multiple of 16, y aligned): half-line streams, 36 stores apart,
-// would outrun the core's write-combining buffers.
-//
-// Where ci == co and one register tile spans all co channels (AVX-512 up to 64), each point's
-// products are written over that point's transformed input, which nothing reads afterwards: a
-// register block reads all its ci before it stores. That halves the block's scratch (384 KiB for
-// F(6x6) 64 -> 64), so more of L2 is left for the weights that stream through it: fast inference
-// ran 4-10% faster in interleaved A/B runs. With several column chunks per point, the first
-// chunk's stores would overwrite input the next chunk still reads, so M gets its own space.
-#if DESPECK_X86 && defined(__GNUC__)
+#if DESPECK_AMX_KERNELS
 // run_winograd's items and streaming with the products on AMX (64 -> 64, F(6x6), no accumulate).
 inline void run_winograd_amx(WinogradArgs a, const std::uint16_t* weights) {
     const index_t m = 6, block = direct_amx::block_tiles;
@@ -1055,6 +1058,23 @@ inline void run_winograd_amx(WinogradArgs a, const std::uint16_t* weights) {
 }
 #endif
 
+// Items: (image, tile row, block of 24 tiles); a block's transformed input and products stay in
+// L2 between the three steps: 36 (F(4x4)) or 64 (F(6x6)) x 24 x (ci + co) floats, 432 or 768 KiB
+// for 64 -> 64 (half that in place, below). 24 tiles are four register blocks of 6 (AVX-512), each reusing a point's weights
+// from L1; 16 tiles (6 + 6 + 4, 512 KiB) ran F(6x6) inference 3-7% slower (interleaved A/B).
+//
+// An F(6x6) output larger than the caches (fast inference on a big tile: 512x512x64 is 64 MiB)
+// would be evicted before the next layer reads it, so whole tiles skip them: non-temporal stores
+// save reading each line in before overwriting it. Only where every store fills a whole 64-byte
+// line (AVX-512 vectors, co a multiple of 16, y aligned): half-line streams, 36 stores apart,
+// would outrun the core's write-combining buffers.
+//
+// Where ci == co and one register tile spans all co channels (AVX-512 up to 64), each point's
+// products are written over that point's transformed input, which nothing reads afterwards: a
+// register block reads all its ci before it stores. That halves the block's scratch (384 KiB for
+// F(6x6) 64 -> 64), so more of L2 is left for the weights that stream through it: fast inference
+// ran 4-10% faster in interleaved A/B runs. With several column chunks per point, the first
+// chunk's stores would overwrite input the next chunk still reads, so M gets its own space.
 inline void run_winograd(WinogradArgs a, const IsaTable& t) {
     check_winograd_tile("Winograd", a.m);
     const index_t m = a.m, points = (m + 2) * (m + 2), block = 24;
@@ -1110,7 +1130,7 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
     a.m = p.winograd_tile;
     detail_direct::last_amx() = p.amx;
     if (p.amx) {
-#if DESPECK_X86 && defined(__GNUC__)
+#if DESPECK_AMX_KERNELS
         if (!cpu_supports_amx()) detail::fail<value_error>("prepared conv: packed for AMX, which this CPU (or OS) lacks");
         detail_direct::run_winograd_amx(a, p.amx_weights.data());
         return;

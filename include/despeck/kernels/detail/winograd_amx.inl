@@ -44,7 +44,8 @@ constexpr index_t scratch_floats = block_tiles * tile_bytes / 4 + points * chann
     asm volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(ptr), "r"(static_cast<index_t>(stride)) : "memory")
 #define DESPECK_TILE_STORE(t, ptr, stride) \
     asm volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(ptr), "r"(static_cast<index_t>(stride)) : "memory")
-// C += A B^T in bf16 pairs: tdpbf16ps C, A, B in Intel's operand order.
+// C [rows x 16 floats] += A [rows x 32 bf16] B [32 x 16 bf16], B stored as 16 rows of channel
+// pairs (row r: channels 2r and 2r + 1 for each of 16 outputs); tdpbf16ps C, A, B in Intel's order.
 #define DESPECK_TILE_DP(c, a, b) asm volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::: "memory")
 
 // Tile registers: C (products, float) 0-3, A (transformed input) 4-5, B (weights) 6-7. Every row
@@ -67,7 +68,8 @@ inline void load_tile_config(int rows0, int rows1) {
 inline void release_tiles() { asm volatile("tilerelease" ::: "memory"); }
 
 // 16 floats -> their bf16 hi (rounded to nearest even) and lo = bf16(x - hi). Like the tile unit,
-// the conversion treats denormal inputs as zero.
+// the conversion treats denormal inputs as zero. A value of 3.39e38 or more in magnitude rounds
+// to an infinite hi and a NaN lo: such a layer gives NaN where float products would give inf.
 inline void split16(const float* s, std::uint16_t* hi, std::uint16_t* lo) {
     const __m512 v = _mm512_load_ps(s);
     const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
