@@ -203,9 +203,7 @@ TEST_CASE("fast inference on the authors' pretrained model and real TerraSAR-X s
         return 10 * std::log10((hi - lo) * (hi - lo) / (se / (256.0 * 256.0)));
     };
     despeck::testing::KernelChoiceGuard guard;
-    std::vector<bool> amx_choices = {false};
-    if (kernels::cpu_supports_amx() && kernels::get_simd_isa() == kernels::simd_isa::avx512) amx_choices.push_back(true);
-    for (bool amx : amx_choices) {
+    for (bool amx : despeck::testing::fast_product_amx_choices()) {
         CAPTURE(amx);
         kernels::set_amx_enabled(amx);
         const Tensor<float> fast = model.predict_clean(x.view(), InferenceMode::fast);

@@ -413,9 +413,7 @@ TEST_CASE("fast inference stays within its documented bound on real SAR (TerraSA
     };
     // Fast mode with float products, and with AMX's bf16x3 products where the CPU has them.
     KernelChoiceGuard guard;
-    std::vector<bool> amx_choices = {false};
-    if (kernels::cpu_supports_amx() && kernels::get_simd_isa() == kernels::simd_isa::avx512) amx_choices.push_back(true);
-    for (bool amx : amx_choices) {
+    for (bool amx : despeck::testing::fast_product_amx_choices()) {
         CAPTURE(amx);
         kernels::set_amx_enabled(amx);
         const Tensor<float> fast = model.predict_clean(scene.view(), InferenceMode::fast);

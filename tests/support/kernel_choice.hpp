@@ -16,6 +16,14 @@ inline std::vector<kernels::simd_isa> supported_isas() {
     return out;
 }
 
+// Fast inference's product paths to test: float, and AMX's bf16x3 where the CPU has it and the
+// AVX-512 kernels are selected (AMX runs with those only).
+inline std::vector<bool> fast_product_amx_choices() {
+    std::vector<bool> out = {false};
+    if (kernels::cpu_supports_amx() && kernels::get_simd_isa() == kernels::simd_isa::avx512) out.push_back(true);
+    return out;
+}
+
 struct KernelChoiceGuard {
     kernels::simd_isa isa = kernels::get_simd_isa();
     kernels::conv_algorithm algo = kernels::get_conv_algorithm();
