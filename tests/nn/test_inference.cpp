@@ -270,6 +270,95 @@ TEST_CASE("AMX: fast inference's F(6x6) 64 -> 64 layers match direct convolution
     CHECK_FALSE(kernels::last_winograd_amx());
 }
 
+TEST_CASE("AMX: exact inference's nine-product 64 -> 64 kernel equals the direct kernel up to summation order, on odd sizes") {
+    KernelChoiceGuard guard;
+    kernels::set_simd_isa(kernels::simd_isa::avx512);
+    if (!amx_or_say_why()) return;
+    kernels::set_amx_enabled(true);
+    Rng rng(43);
+    const Tensor<float> w = uniform_tensor(Shape{3, 3, 64, 64}, rng), b = uniform_tensor(Shape{64}, rng),
+                        scale = uniform_tensor(Shape{64}, rng, 0.5, 2), shift = uniform_tensor(Shape{64}, rng);
+    // Widths below, at and past the kernel's 32-pixel blocks; 1-row and 1-pixel images; two images.
+    for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 3, 31}, {2, 13, 33}, {1, 7, 64}, {2, 37, 101}, {1, 2, 200}}) {
+        CAPTURE(N);
+        CAPTURE(H);
+        CAPTURE(W);
+        const Tensor<float> x = uniform_tensor(Shape{N, H, W, 64}, rng);
+        for (bool bn : {true, false}) {
+            CAPTURE(bn);
+            const auto dense = bn ? kernels::prepare_conv_direct(w.view(), b.view(), scale.view(), shift.view(), true)
+                                  : kernels::prepare_conv_direct(w.view(), b.view(), {}, {}, false);
+            auto amx = dense;
+            REQUIRE(kernels::prepare_amx_exact(amx));
+            Tensor<float> expect(Shape{N, H, W, 64}), got(expect.shape(), 99.f), reference(expect.shape());
+            kernels::run_prepared_conv(dense, x.view(), expect.view());
+            CHECK_FALSE(kernels::last_direct_amx());
+            kernels::run_prepared_conv(amx, x.view(), got.view());
+            CHECK(kernels::last_direct_amx());
+            CHECK(deviation(got, expect) <= 2e-6);
+            kernels::conv2d_forward_reference<float>(x.view(), w.view(), b.view(), reference.view());
+            for (index_t i = 0; i < reference.size(); ++i)
+                reference[i] = bn ? std::max(0.f, reference[i] * scale[i % 64] + shift[i % 64]) : reference[i];
+            CHECK(deviation(got, reference) <= 2e-6);
+        }
+    }
+    // After a ReLU, a sparse input takes the sparse kernel (the same floats as the dense one), a
+    // denser one the AMX kernel; the first layer's input, not after a ReLU, always the AMX kernel.
+    auto layer = kernels::prepare_conv_direct(w.view(), b.view(), scale.view(), shift.view(), true);
+    REQUIRE(kernels::prepare_amx_exact(layer));
+    layer.sparse_input = true;
+    for (double zeros : {0.8, 0.4}) {
+        CAPTURE(zeros);
+        Tensor<float> x(Shape{1, 24, 40, 64});
+        for (index_t i = 0; i < x.size(); ++i) x[i] = rng.uniform(0, 1) < zeros ? 0.f : static_cast<float>(rng.uniform(0.1, 1));
+        Tensor<float> got(Shape{1, 24, 40, 64}), dense(got.shape());
+        kernels::run_prepared_conv(layer, x.view(), got.view());
+        CHECK(kernels::last_direct_amx() == (zeros < 0.62));
+        kernels::run_prepared_conv(kernels::prepare_conv_direct(w.view(), b.view(), scale.view(), shift.view(), true), x.view(),
+                                   dense.view());
+        if (zeros > 0.62) CHECK(deviation(got, dense) == 0);
+        CHECK(deviation(got, dense) <= 2e-6);
+    }
+    // Only 3x3 64 -> 64 layers of the AVX-512 kernels with AMX on; training's layers never ask.
+    const Tensor<float> w32 = uniform_tensor(Shape{3, 3, 32, 32}, rng), w5 = uniform_tensor(Shape{5, 5, 64, 64}, rng);
+    auto other = kernels::prepare_conv_direct(w32.view(), {}, {}, {}, true);
+    CHECK_FALSE(kernels::prepare_amx_exact(other));
+    other = kernels::prepare_conv_direct(w5.view(), {}, {}, {}, true);
+    CHECK_FALSE(kernels::prepare_amx_exact(other));
+    kernels::set_amx_enabled(false);
+    other = kernels::prepare_conv_direct(w.view(), {}, {}, {}, true);
+    CHECK_FALSE(kernels::prepare_amx_exact(other));
+    kernels::set_amx_enabled(true);
+    kernels::set_simd_isa(kernels::simd_isa::avx2);
+    other = kernels::prepare_conv_direct(w.view(), {}, {}, {}, true);
+    CHECK_FALSE(kernels::prepare_amx_exact(other));
+}
+
+TEST_CASE("AMX: the exact plan of a 64-filter model puts its 64 -> 64 layers on AMX and stays with the layer-by-layer path") {
+    KernelChoiceGuard guard;
+    if (!amx_or_say_why()) return;
+    kernels::set_simd_isa(kernels::simd_isa::avx512);
+    kernels::set_conv_algorithm(kernels::conv_algorithm::direct);
+    DeSpeckNetConfig cfg;
+    cfg.depth = 6;  // 64 filters: four 64 -> 64 layers
+    DeSpeckNet<float> model(cfg, 11);
+    Rng rng(47);
+    const Tensor<float> batch = uniform_tensor(Shape{2, 24, 24, 2}, rng, -20, 0);
+    model.compute_gradients(batch.view(), batch.view(), {});  // running statistics from a batch
+    const Tensor<float> x = uniform_tensor(Shape{1, 29, 71, 2}, rng, -20, 0);
+    const Tensor<float> layered = model.run_branch(DeSpeckNet<float>::clean_branch, x.view());
+    kernels::set_amx_enabled(true);
+    const BranchPlan<float> plan(model, DeSpeckNet<float>::clean_branch, InferenceMode::exact);
+    int on_amx = 0;
+    for (const auto& l : plan.layers()) on_amx += l.amx_exact;
+    CHECK(on_amx == 4);
+    CHECK(deviation(plan.run(x.view()), layered) <= 5e-6);
+    kernels::set_amx_enabled(false);
+    const BranchPlan<float> without(model, DeSpeckNet<float>::clean_branch, InferenceMode::exact);
+    for (const auto& l : without.layers()) CHECK_FALSE(l.amx_exact);
+    CHECK(deviation(without.run(x.view()), layered) <= 2e-6);
+}
+
 TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses non-3x3 weights and other tiles") {
     const Tensor<float> w(Shape{3, 3, 4, 8}, 0.1f), w5(Shape{5, 5, 4, 8}, 0.1f);
     const auto p = kernels::prepare_conv_direct(w.view(), {}, {}, {}, false);

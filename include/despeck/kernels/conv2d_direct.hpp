@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -446,6 +447,7 @@ struct V {
 #endif
 #if DESPECK_AMX_KERNELS
 #include "despeck/kernels/detail/winograd_amx.inl"
+#include "despeck/kernels/detail/conv2d_amx_exact.inl"
 #endif
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -582,6 +584,10 @@ inline std::atomic<bool>& last_amx() {
     static std::atomic<bool> s{false};
     return s;
 }
+inline std::atomic<bool>& last_amx_exact() {
+    static std::atomic<bool> s{false};
+    return s;
+}
 
 inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 
@@ -629,17 +635,23 @@ inline void run_forward(DirectConvArgs& a, const IsaTable& t) {
 // sparse_forward_rows; the band's two halo rows twice), and the bands are handed out dynamically,
 // because a row's cost now depends on its data (a scene half water and half town would leave one
 // of two threads idle under a static split). Rows denser than max_density run the dense kernel.
-inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density) {
-    a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
+// The share of nonzeros in a sample of at most 16 of the input's N * H rows.
+inline double sampled_density(const DirectConvArgs& a) {
     const index_t rows = a.N * a.H, per_row = a.W * a.ci;
-    // A sample of at most 16 rows first: where it is denser than max_density (a layer whose
-    // batch-norm shifts leave most of its ReLU's outputs positive), the dense kernel runs without
-    // masking any row.
     const index_t step = (rows + 15) / 16;
     index_t sampled = 0, nonzeros = 0;
     for (index_t r = step / 2; r < rows; r += step, sampled += per_row)
         for (const float* v = a.x + r * per_row; v != a.x + (r + 1) * per_row; ++v) nonzeros += *v != 0.0f;
-    if (static_cast<double>(nonzeros) > static_cast<double>(max_density) * static_cast<double>(sampled)) {
+    return sampled > 0 ? static_cast<double>(nonzeros) / static_cast<double>(sampled) : 0.0;
+}
+
+inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density) {
+    a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
+    const index_t rows = a.N * a.H;
+    // A sample of at most 16 rows first: where it is denser than max_density (a layer whose
+    // batch-norm shifts leave most of its ReLU's outputs positive), the dense kernel runs without
+    // masking any row.
+    if (sampled_density(a) > static_cast<double>(max_density)) {
         last_sparse_rows() = 0;
         run_forward(a, t);
         return;
@@ -715,6 +727,8 @@ inline index_t last_sparse_rows() { return detail_direct::last_sparse_rows(); }
 inline bool last_winograd_in_place() { return detail_direct::last_in_place(); }
 // Whether the most recent prepared Winograd layer (run_prepared_conv) ran its products on AMX.
 inline bool last_winograd_amx() { return detail_direct::last_amx(); }
+// Whether the most recent prepared direct layer ran on AMX (nine-product exact kernel).
+inline bool last_direct_amx() { return detail_direct::last_amx_exact(); }
 
 // y = conv(x, w) + b (b may be empty); y += ... when accumulate.
 inline void conv2d_forward_direct(TensorView<const float> x, TensorView<const float> w, TensorView<const float> b,
@@ -859,6 +873,13 @@ struct PreparedConv {
     // point [k 2][hi, lo][column 4][16 channel pairs][16 outputs][2] bf16, and weights stays empty.
     bool amx = false;
     std::vector<std::uint16_t, detail::AlignedAllocator<std::uint16_t>> amx_weights;
+    // direct, 3x3, 64 -> 64, after prepare_amx_exact: the layer may run on AMX in nine exact bf16
+    // partial products per float product (the float maths up to summation order; see
+    // detail/conv2d_amx_exact.inl), amx_weights then holds the weights in three bf16 parts, and
+    // weights stays for the sparse kernel: with sparse_input, a layer whose sampled input density
+    // is at most amx_max_sparse_density runs the sparse kernel instead (it is the faster one there).
+    bool amx_exact = false;
+    float amx_max_sparse_density = 0.38f;
 };
 
 namespace detail_direct {
@@ -1003,7 +1024,41 @@ inline void pack_amx_weights(const float* wt, PreparedConv& p) {
                 p.amx_weights[static_cast<std::size_t>(at + 4 * 16 * 32)] = lo;  // the lo tiles follow the hi ones
             }
 }
+
+// Direct 3x3 64 -> 64 weights (p.weights, packed by input: row tap * 64 + c, column o) as the B
+// tiles of the nine-product exact kernel: [tap 9][k 2][part 3][column 4][16 channel pairs][16
+// outputs][2 channels], where w = w0 + w1 + w2, each part the nearest bf16 of what the parts before
+// it left (exact for normal floats).
+inline void pack_amx_exact_weights(PreparedConv& p) {
+    constexpr index_t C = 64;
+    p.amx_weights.assign(static_cast<std::size_t>(9 * C * C * 3), 0);
+    for (index_t tap = 0; tap < 9; ++tap)
+        for (index_t c = 0; c < C; ++c)
+            for (index_t o = 0; o < C; ++o) {
+                float rest = p.weights[(tap * C + c) * p.cop + o];
+                for (index_t part = 0; part < 3; ++part) {
+                    const std::uint16_t b = bf16_from_float(rest);
+                    rest -= float_from_bf16(b);
+                    const index_t at = ((((tap * 2 + c / 32) * 3 + part) * 4 + o / 16) * 16 + (c % 32) / 2) * 32 + (o % 16) * 2 + c % 2;
+                    p.amx_weights[static_cast<std::size_t>(at)] = b;
+                }
+            }
+}
 }  // namespace detail_direct
+
+// Lets a prepared 3x3 64 -> 64 direct layer (AVX-512 kernels) run on AMX in nine exact bf16
+// partial products per float product, where the CPU has AMX and get_amx_enabled(): the float
+// maths of the direct kernel up to summation order, values under about 1e-33 taken as zero
+// (detail/conv2d_amx_exact.inl). Exact inference's plan asks for it; training's direct
+// convolutions do not. Returns whether the layer will use it.
+inline bool prepare_amx_exact(PreparedConv& p) {
+    if (p.method != PreparedConv::Method::direct || p.K != 3 || p.ci != 64 || p.co != 64 || p.cop != 64 ||
+        p.isa != simd_isa::avx512 || !get_amx_enabled())
+        return false;
+    detail_direct::pack_amx_exact_weights(p);
+    p.amx_exact = true;
+    return true;
+}
 
 // w [3,3,ci,co], b [co] or empty: y = relu?(conv + b) by Winograd F(m x m, 3x3), m = tile: 4
 // (36 products per 16 outputs; training's forward and backward-data use it) or 6 (64 per 36: fast
@@ -1039,6 +1094,21 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
 
 namespace detail_direct {
 #if DESPECK_AMX_KERNELS
+// A prepared 3x3 64 -> 64 direct layer by the nine-product AMX kernel: one band of rows per thread
+// (the cost of a row does not depend on its data), each thread splitting its input rows once.
+inline void run_amx_exact(const DirectConvArgs& a, const std::uint16_t* weights) {
+    const index_t rows = a.N * a.H;
+#if defined(_OPENMP)
+    const index_t bands = std::max<index_t>(1, std::min<index_t>(rows, omp_get_max_threads()));
+#else
+    const index_t bands = 1;
+#endif
+    const char* w = reinterpret_cast<const char*>(weights);
+    for_each_item(bands, direct_amx::exact_scratch_floats(a.W), [&](index_t b, float* buf) {
+        direct_amx::exact_rows(a, w, rows * b / bands, rows * (b + 1) / bands, buf);
+    });
+}
+
 // run_winograd's items and streaming with the products on AMX (64 -> 64, F(6x6), no accumulate).
 inline void run_winograd_amx(WinogradArgs a, const std::uint16_t* weights) {
     const index_t m = 6, block = direct_amx::block_tiles;
@@ -1118,6 +1188,17 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         a.post_scale = p.scale.empty() ? nullptr : p.scale.data();
         a.post_shift = p.shift.empty() ? nullptr : p.shift.data();
         a.post_relu = p.relu;
+        detail_direct::last_amx_exact() = false;
+        if (p.amx_exact && !(p.sparse_input && detail_direct::sampled_density(a) <= p.amx_max_sparse_density)) {
+#if DESPECK_AMX_KERNELS
+            if (!cpu_supports_amx()) detail::fail<value_error>("prepared conv: packed for AMX, which this CPU (or OS) lacks");
+            detail_direct::last_amx_exact() = true;
+            detail_direct::run_amx_exact(a, p.amx_weights.data());
+            return;
+#else
+            detail::fail<value_error>("prepared conv: packed for AMX, which this build lacks");
+#endif
+        }
         if (p.sparse_input && p.K == 3)
             detail_direct::run_forward_sparse(a, t, p.sparse_max_density);
         else

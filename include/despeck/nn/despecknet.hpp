@@ -426,6 +426,10 @@ public:
                 // skips them and gives the same floats (see PreparedConv::sparse_input).
                 layers_.back().sparse_input =
                     input_follows_relu && layers_.back().method == kernels::PreparedConv::Method::direct;
+                // On a CPU with AMX the 64 -> 64 layers may run there, in nine exact bf16 products
+                // per float product (kernels::prepare_amx_exact), where their input is too dense
+                // for the sparse kernel to be the faster.
+                kernels::prepare_amx_exact(layers_.back());
                 input_follows_relu = layer.relu;
                 continue;
             }

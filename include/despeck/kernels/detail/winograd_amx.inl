@@ -26,7 +26,7 @@
 // The tile instructions are written as inline assembly with a memory clobber: GCC 12's intrinsics
 // claim no memory effects, so ordinary loads of what a tile store wrote could move above it (and
 // its _tile_loadconfig reads 8 bytes of the 64-byte configuration, so the stores filling it may be
-// dropped).
+// dropped). The tile macros stay defined for conv2d_amx_exact.inl, which undefines them.
 
 namespace direct_amx {
 
@@ -216,10 +216,5 @@ inline void winograd_item(const WinogradArgs& a, const char* weights, index_t n,
                                              (t0 + t) * 6, a.stream);
     if (a.stream) _mm_sfence();  // order the non-temporal stores before the layer's end barrier
 }
-
-#undef DESPECK_TILE_ZERO
-#undef DESPECK_TILE_LOAD
-#undef DESPECK_TILE_STORE
-#undef DESPECK_TILE_DP
 
 }  // namespace direct_amx
