@@ -278,8 +278,10 @@ TEST_CASE("AMX: exact inference's nine-product 64 -> 64 kernel equals the direct
     Rng rng(43);
     const Tensor<float> w = uniform_tensor(Shape{3, 3, 64, 64}, rng), b = uniform_tensor(Shape{64}, rng),
                         scale = uniform_tensor(Shape{64}, rng, 0.5, 2), shift = uniform_tensor(Shape{64}, rng);
-    // Widths below, at and past the kernel's 32-pixel blocks; 1-row and 1-pixel images; two images.
-    for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 3, 31}, {2, 13, 33}, {1, 7, 64}, {2, 37, 101}, {1, 2, 200}}) {
+    // Widths below, at and past the kernel's 32-pixel blocks; 1-row and 1-pixel images; two and
+    // three images (3 x 5 rows: at 2 threads a band of rows crosses from one image to the next).
+    for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 3, 31}, {2, 13, 33}, {1, 7, 64}, {2, 37, 101}, {1, 2, 200},
+                           {3, 5, 40}}) {
         CAPTURE(N);
         CAPTURE(H);
         CAPTURE(W);
@@ -301,6 +303,28 @@ TEST_CASE("AMX: exact inference's nine-product 64 -> 64 kernel equals the direct
                 reference[i] = bn ? std::max(0.f, reference[i] * scale[i % 64] + shift[i % 64]) : reference[i];
             CHECK(deviation(got, reference) <= 2e-6);
         }
+    }
+    // Exact, not merely close: on a 1-pixel image only the centre tap meets nonzero input, so an
+    // output is a sum of 64 products; with 17-bit integers on one side and -1, 0 or 1 on the
+    // other every product and partial sum is an integer under 2^24, exact in float in any order.
+    // 17 bits need all three bf16 parts (a two-part split would drop the lowest bit).
+    for (int side : {0, 1}) {
+        CAPTURE(side);
+        Tensor<float> xi(Shape{1, 1, 1, 64}), wi(Shape{3, 3, 64, 64});
+        for (index_t i = 0; i < xi.size(); ++i)
+            xi[i] = side == 0 ? static_cast<float>(65536 + static_cast<int>(rng.uniform(0, 65535)) * 2 + 1)
+                              : static_cast<float>(static_cast<int>(rng.uniform(0, 3)) - 1);
+        for (index_t i = 0; i < wi.size(); ++i)
+            wi[i] = side == 1 ? static_cast<float>(-(65536 + static_cast<int>(rng.uniform(0, 65535)) * 2 + 1))
+                              : static_cast<float>(static_cast<int>(rng.uniform(0, 3)) - 1);
+        const auto dense = kernels::prepare_conv_direct(wi.view(), {}, {}, {}, false);
+        auto amx = dense;
+        REQUIRE(kernels::prepare_amx_exact(amx));
+        Tensor<float> expect(Shape{1, 1, 1, 64}), got(expect.shape());
+        kernels::run_prepared_conv(dense, xi.view(), expect.view());
+        kernels::run_prepared_conv(amx, xi.view(), got.view());
+        CHECK(kernels::last_direct_amx());
+        for (index_t o = 0; o < 64; ++o) CHECK(got[o] == expect[o]);
     }
     // After a ReLU, a sparse input takes the sparse kernel (the same floats as the dense one), a
     // denser one the AMX kernel; the first layer's input, not after a ReLU, always the AMX kernel.
@@ -352,11 +376,15 @@ TEST_CASE("AMX: the exact plan of a 64-filter model puts its 64 -> 64 layers on 
     int on_amx = 0;
     for (const auto& l : plan.layers()) on_amx += l.amx_exact;
     CHECK(on_amx == 4);
-    CHECK(deviation(plan.run(x.view()), layered) <= 5e-6);
+    const Tensor<float> with_amx = plan.run(x.view());
+    // Four layers' other summation order: a few 1e-6 of the range (the direct plan 2e-6).
+    CHECK(deviation(with_amx, layered) <= 5e-6);
     kernels::set_amx_enabled(false);
     const BranchPlan<float> without(model, DeSpeckNet<float>::clean_branch, InferenceMode::exact);
     for (const auto& l : without.layers()) CHECK_FALSE(l.amx_exact);
-    CHECK(deviation(without.run(x.view()), layered) <= 2e-6);
+    const Tensor<float> direct = without.run(x.view());
+    CHECK(deviation(direct, layered) <= 2e-6);
+    CHECK(deviation(with_amx, direct) > 0);  // some layer did run on AMX (the sparse kernel gives the direct floats)
 }
 
 TEST_CASE("prepared layers refuse inputs that do not fit, and Winograd refuses non-3x3 weights and other tiles") {

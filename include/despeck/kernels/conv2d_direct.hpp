@@ -168,9 +168,10 @@ inline bool cpu_supports_amx() {
 }
 
 namespace detail_direct {
-// DESPECK_AMX=0 keeps fast inference on float products, =1 turns AMX on (an error on a CPU
-// without it); unset: AMX where the CPU has it. Either way AMX runs with the AVX-512 kernels only
-// (DESPECK_SIMD=avx2 or scalar leaves it unused).
+// DESPECK_AMX=0 keeps inference off AMX (fast mode's products in float, exact mode on the direct
+// and sparse kernels), =1 turns AMX on (an error on a CPU without it); unset: AMX where the CPU
+// has it. Either way AMX runs with the AVX-512 kernels only (DESPECK_SIMD=avx2 or scalar leaves
+// it unused).
 inline bool initial_amx() {
     if (const char* env = std::getenv("DESPECK_AMX"); env && *env) {
         const std::string_view v = env;
@@ -188,8 +189,9 @@ inline std::atomic<bool>& amx_selected() {
 }
 }  // namespace detail_direct
 
-// Whether prepare_conv_winograd puts fast inference's 64 -> 64 layers on AMX (when the AVX-512
-// kernels are selected too). Layers prepared before a change keep the choice they were made with.
+// Whether prepare_conv_winograd puts fast inference's 64 -> 64 layers on AMX, and
+// prepare_amx_exact exact inference's (when the AVX-512 kernels are selected too). Layers
+// prepared before a change keep the choice they were made with.
 inline bool get_amx_enabled() { return detail_direct::amx_selected(); }
 inline void set_amx_enabled(bool on) {
     if (on && !cpu_supports_amx()) detail::fail<value_error>("set_amx_enabled: this CPU (or OS) offers no AMX-BF16 tiles");
@@ -197,11 +199,12 @@ inline void set_amx_enabled(bool on) {
 }
 
 // One line for a program's start-up output: the convolution kernels' instruction set and
-// whether fast inference's products run on AMX.
+// whether inference uses AMX.
 inline std::string describe_kernels() {
     std::string text = "convolution kernels: " + std::string(to_string(get_simd_isa()));
     const bool amx = get_amx_enabled() && get_simd_isa() == simd_isa::avx512;
-    text += amx ? ", fast inference's products on AMX (bf16x3)" : ", fast inference's products in float";
+    text += amx ? ", inference on AMX where it pays (exact: nine exact bf16 products per float product; fast: three)"
+                : ", no AMX";
     return text;
 }
 
@@ -1172,6 +1175,7 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         detail::fail<value_error>("prepared conv: packed for ", to_string(p.isa), ", which this CPU lacks");
     const detail_direct::IsaTable t = detail_direct::table(p.isa);
     detail_direct::last_isa() = p.isa;
+    detail_direct::last_amx_exact() = false;
     if (p.method == PreparedConv::Method::small_co) {
         SmallCoArgs a;
         a.K = static_cast<int>(p.K);
@@ -1188,7 +1192,6 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         a.post_scale = p.scale.empty() ? nullptr : p.scale.data();
         a.post_shift = p.shift.empty() ? nullptr : p.shift.data();
         a.post_relu = p.relu;
-        detail_direct::last_amx_exact() = false;
         if (p.amx_exact && !(p.sparse_input && detail_direct::sampled_density(a) <= p.amx_max_sparse_density)) {
 #if DESPECK_AMX_KERNELS
             if (!cpu_supports_amx()) detail::fail<value_error>("prepared conv: packed for AMX, which this CPU (or OS) lacks");

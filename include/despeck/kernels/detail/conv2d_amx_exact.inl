@@ -6,8 +6,11 @@
 // of 8 (x = x0 + x1 + x2, each part the rounded remainder of the one before), and a product of two
 // bf16 values is exact in float. So sum_c x_c w_c = sum over c and the nine part pairs of
 // x_i w_j, every term exact: the float maths of the dense kernel up to summation order, which is
-// what exact mode promises. The one exception: the tile unit flushes parts below 2^-126 to zero,
-// so values under about 1e-33 in magnitude count as zero.
+// what exact mode promises (with nine roundings where the direct kernel has one per product).
+// Exceptions at the extremes: the conversion treats a denormal remainder as zero, so values under
+// about 2^-109 (1e-33) lose their low bits and values under 2^-126 become zero, and the tile unit
+// flushes partial products under 2^-126; an infinite or huge value (3.39e38 and up) gives NaN
+// where float maths gives inf. A network's activations and weights are nowhere near either.
 //
 // Layout. Each input row is split once into a row buffer of [W rounded up to 32, plus one zero
 // pixel on each side][3 parts][64 channels] bf16, 384 bytes a pixel; a thread keeps the three rows
