@@ -1010,43 +1010,30 @@ inline std::uint16_t bf16_from_float(float x) {
 }
 inline float float_from_bf16(std::uint16_t b) { return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16); }
 
-// The float F(6x6) weights [64 points][64 channels][64 outputs] (cop = 64) as AMX B tiles of bf16
-// pairs: per point [k 2][hi, lo][column 4][16 channel pairs][16 outputs][2 channels], where
-// hi = bf16(w), lo = bf16(w - hi), k a block of 32 channels and column one of 16 outputs.
-inline void pack_amx_weights(const float* wt, PreparedConv& p) {
-    constexpr index_t P = 64, C = 64;
-    p.amx_weights.assign(static_cast<std::size_t>(P * C * C * 2), 0);
-    for (index_t pt = 0; pt < P; ++pt)
-        for (index_t c = 0; c < C; ++c)
-            for (index_t o = 0; o < C; ++o) {
-                const float w = wt[(pt * C + c) * C + o];
-                const std::uint16_t hi = bf16_from_float(w), lo = bf16_from_float(w - float_from_bf16(hi));
-                const index_t k = c / 32, pair = (c % 32) / 2, column = o / 16;
-                const index_t at = ((((pt * 2 + k) * 2 + 0) * 4 + column) * 16 + pair) * 32 + (o % 16) * 2 + (c % 2);
-                p.amx_weights[static_cast<std::size_t>(at)] = hi;
-                p.amx_weights[static_cast<std::size_t>(at + 4 * 16 * 32)] = lo;  // the lo tiles follow the hi ones
-            }
-}
-
-// Direct 3x3 64 -> 64 weights (p.weights, packed by input: row tap * 64 + c, column o) as the B
-// tiles of the nine-product exact kernel: [tap 9][k 2][part 3][column 4][16 channel pairs][16
-// outputs][2 channels], where w = w0 + w1 + w2, each part the nearest bf16 of what the parts before
-// it left (exact for normal floats).
-inline void pack_amx_exact_weights(PreparedConv& p) {
+// Weights as the B tiles of the AMX kernels: `groups` blocks of 64 input channels x 64 outputs
+// (w[(g * 64 + c) * 64 + o]), each float split into `parts` bf16 parts (the nearest bf16 of what the
+// parts before it left), laid out per group as [k 2][part][column 4][16 channel pairs][16
+// outputs][2 channels], k a block of 32 channels and column one of 16 outputs.
+inline void pack_amx_b_tiles(const float* w, index_t groups, int parts, PreparedConv& p) {
     constexpr index_t C = 64;
-    p.amx_weights.assign(static_cast<std::size_t>(9 * C * C * 3), 0);
-    for (index_t tap = 0; tap < 9; ++tap)
+    p.amx_weights.assign(static_cast<std::size_t>(groups * C * C * parts), 0);
+    for (index_t g = 0; g < groups; ++g)
         for (index_t c = 0; c < C; ++c)
             for (index_t o = 0; o < C; ++o) {
-                float rest = p.weights[(tap * C + c) * p.cop + o];
-                for (index_t part = 0; part < 3; ++part) {
+                float rest = w[(g * C + c) * C + o];
+                for (index_t part = 0; part < parts; ++part) {
                     const std::uint16_t b = bf16_from_float(rest);
                     rest -= float_from_bf16(b);
-                    const index_t at = ((((tap * 2 + c / 32) * 3 + part) * 4 + o / 16) * 16 + (c % 32) / 2) * 32 + (o % 16) * 2 + c % 2;
+                    const index_t at = ((((g * 2 + c / 32) * parts + part) * 4 + o / 16) * 16 + (c % 32) / 2) * 32 + (o % 16) * 2 + c % 2;
                     p.amx_weights[static_cast<std::size_t>(at)] = b;
                 }
             }
 }
+// The float F(6x6) weights [64 points][64 channels][64 outputs] (cop = 64) in hi, lo parts.
+inline void pack_amx_weights(const float* wt, PreparedConv& p) { pack_amx_b_tiles(wt, 64, 2, p); }
+// Direct 3x3 64 -> 64 weights (p.weights packed by input, cop = 64: [tap 9][64][64]) in the three
+// parts of the nine-product exact kernel (exact for normal floats).
+inline void pack_amx_exact_weights(PreparedConv& p) { pack_amx_b_tiles(p.weights.data(), 9, 3, p); }
 }  // namespace detail_direct
 
 // Lets a prepared 3x3 64 -> 64 direct layer (AVX-512 kernels) run on AMX in nine exact bf16
