@@ -604,21 +604,34 @@ inline void check_kernel(const char* where, index_t K) {
         detail::fail<shape_error>(where, ": direct kernels take odd kernel sizes 1..15, got ", K);
 }
 
-// Runs item(it, scratch) for it in [0, items), statically split over the OpenMP threads; each
-// thread has its own scratch of `scratch_floats` floats, from the tensor cache (a fresh mmap'ed
-// buffer per call would page-fault on every layer).
+// Runs item(it, scratch) for it in [0, items) over the OpenMP threads, split statically (fixed:
+// items of equal cost) or handed out as threads free up (dynamic: items whose cost varies, or
+// threads the host may slow); each thread has its own scratch of `scratch_floats` floats, from
+// the tensor cache (a fresh mmap'ed buffer per call would page-fault on every layer).
+enum class ItemSchedule { fixed, dynamic };
 template <class Item>
-void for_each_item(index_t items, index_t scratch_floats, const Item& item) {
+void for_each_item(index_t items, index_t scratch_floats, ItemSchedule schedule, const Item& item) {
 #if defined(_OPENMP)
 #pragma omp parallel if (items > 1)
 #endif
     {
         Tensor<float> buf = Tensor<float>::uninitialized(Shape{std::max<index_t>(scratch_floats, 1)});
+        if (schedule == ItemSchedule::dynamic) {
+#if defined(_OPENMP)
+#pragma omp for schedule(dynamic)
+#endif
+            for (index_t it = 0; it < items; ++it) item(it, buf.data());
+        } else {
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
-        for (index_t it = 0; it < items; ++it) item(it, buf.data());
+            for (index_t it = 0; it < items; ++it) item(it, buf.data());
+        }
     }
+}
+template <class Item>
+void for_each_item(index_t items, index_t scratch_floats, const Item& item) {
+    for_each_item(items, scratch_floats, ItemSchedule::fixed, item);
 }
 
 // Runs forward_row over every (n, h, chunk); a.wp/a.bias_padded/a.y set by the caller.
@@ -648,13 +661,14 @@ inline double sampled_density(const DirectConvArgs& a) {
     return sampled > 0 ? static_cast<double>(nonzeros) / static_cast<double>(sampled) : 0.0;
 }
 
-inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density) {
+// density: sampled_density(a), which the caller may already have taken.
+inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density, double density) {
     a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
     const index_t rows = a.N * a.H;
     // A sample of at most 16 rows first: where it is denser than max_density (a layer whose
     // batch-norm shifts leave most of its ReLU's outputs positive), the dense kernel runs without
     // masking any row.
-    if (sampled_density(a) > static_cast<double>(max_density)) {
+    if (density > static_cast<double>(max_density)) {
         last_sparse_rows() = 0;
         run_forward(a, t);
         return;
@@ -1087,15 +1101,17 @@ namespace detail_direct {
 // A prepared 3x3 64 -> 64 direct layer by the nine-product AMX kernel: one band of rows per thread
 // (the cost of a row does not depend on its data), each thread splitting its input rows once.
 inline void run_amx_exact(const DirectConvArgs& a, const std::uint16_t* weights) {
-    const index_t rows = a.N * a.H;
-#if defined(_OPENMP)
-    const index_t bands = std::max<index_t>(1, std::min<index_t>(rows, omp_get_max_threads()));
-#else
-    const index_t bands = 1;
-#endif
+    // Items: bands of 32 output rows x strips of 256 columns, handed out dynamically. A static
+    // split (one band per thread) left one thread waiting at the layer's end whenever the host
+    // slowed the other: five-run samples of exact inference at 2 threads scattered over 0.28-0.36
+    // Mpx/s with it. A band's ring starts cold: 2 extra row splits per 32 rows.
+    constexpr index_t band = 32;
+    const index_t rows = a.N * a.H, bands = (rows + band - 1) / band;
+    const index_t strips = (a.W + direct_amx::exact_strip_pixels - 1) / direct_amx::exact_strip_pixels;
     const char* w = reinterpret_cast<const char*>(weights);
-    for_each_item(bands, direct_amx::exact_scratch_floats(a.W), [&](index_t b, float* buf) {
-        direct_amx::exact_rows(a, w, rows * b / bands, rows * (b + 1) / bands, buf);
+    for_each_item(bands * strips, direct_amx::exact_scratch_floats, ItemSchedule::dynamic, [&](index_t it, float* buf) {
+        const index_t b = it / strips, strip = it % strips;
+        direct_amx::exact_rows(a, w, b * band, std::min(rows, (b + 1) * band), strip * direct_amx::exact_strip_pixels, buf);
     });
 }
 
@@ -1179,7 +1195,10 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
         a.post_scale = p.scale.empty() ? nullptr : p.scale.data();
         a.post_shift = p.shift.empty() ? nullptr : p.shift.data();
         a.post_relu = p.relu;
-        if (p.amx_exact && !(p.sparse_input && detail_direct::sampled_density(a) <= p.amx_max_sparse_density)) {
+        // The input's density is sampled once, for both choices below (16 rows).
+        const bool sparse = p.sparse_input && p.K == 3;
+        const double density = sparse ? detail_direct::sampled_density(a) : 1.0;
+        if (p.amx_exact && !(sparse && density <= p.amx_max_sparse_density)) {
 #if DESPECK_AMX_KERNELS
             if (!cpu_supports_amx()) detail::fail<value_error>("prepared conv: packed for AMX, which this CPU (or OS) lacks");
             detail_direct::last_amx_exact() = true;
@@ -1189,8 +1208,8 @@ inline void run_prepared_conv(const PreparedConv& p, TensorView<const float> x, 
             detail::fail<value_error>("prepared conv: packed for AMX, which this build lacks");
 #endif
         }
-        if (p.sparse_input && p.K == 3)
-            detail_direct::run_forward_sparse(a, t, p.sparse_max_density);
+        if (sparse)
+            detail_direct::run_forward_sparse(a, t, p.sparse_max_density, density);
         else
             detail_direct::run_forward(a, t);
         return;
