@@ -114,8 +114,10 @@ void report(benchmark::State& state, const Shapes& s) {
 // not depend on the values, so the two GFLOP/s figures compare directly.
 // winograd6_forward runs fast inference's F(6x6) layer with float products, winograd6_amx_forward
 // with AMX's bf16x3 products (CPUs with AMX only; see kernels/detail/winograd_amx.inl).
+// amx_exact_layer: fused_exact_layer's layer on AMX in nine exact bf16 products per float product
+// (kernels/detail/conv2d_amx_exact.inl), on the same input: its time does not depend on the values.
 enum class Pass { forward, backward_data, backward_weights, winograd_forward, fused_exact_layer, winograd_backward_data,
-                  winograd_backward_weights, winograd6_forward, sparse_exact_layer, winograd6_amx_forward };
+                  winograd_backward_weights, winograd6_forward, sparse_exact_layer, winograd6_amx_forward, amx_exact_layer };
 
 // args: pass, isa, N, H, W, Ci, Co
 void BM_conv(benchmark::State& state) {
@@ -126,11 +128,12 @@ void BM_conv(benchmark::State& state) {
         return;
     }
     set_simd_isa(isa);
-    if (pass == Pass::winograd6_amx_forward && (isa != simd_isa::avx512 || !cpu_supports_amx())) {
+    const bool amx = pass == Pass::winograd6_amx_forward || pass == Pass::amx_exact_layer;
+    if (amx && (isa != simd_isa::avx512 || !cpu_supports_amx())) {
         state.SkipWithError("AMX runs with the AVX-512 kernels on CPUs with AMX-BF16 only");
         return;
     }
-    set_amx_enabled(pass == Pass::winograd6_amx_forward);
+    set_amx_enabled(amx);
     const Shapes s{state.range(2), state.range(3), state.range(4), state.range(5), state.range(6)};
     Tensor<float> x = random_tensor(Shape{s.N, s.H, s.W, s.Ci}, 1);
     if (pass == Pass::sparse_exact_layer) {
@@ -145,9 +148,13 @@ void BM_conv(benchmark::State& state) {
     if (pass == Pass::winograd_forward) prepared = prepare_conv_winograd(w.view(), b.view(), true);
     if (pass == Pass::winograd6_forward || pass == Pass::winograd6_amx_forward)
         prepared = prepare_conv_winograd(w.view(), b.view(), true, /*tile=*/6);
-    if (pass == Pass::fused_exact_layer || pass == Pass::sparse_exact_layer)
+    if (pass == Pass::fused_exact_layer || pass == Pass::sparse_exact_layer || pass == Pass::amx_exact_layer)
         prepared = prepare_conv_direct(w.view(), b.view(), scale.view(), b.view(), true);
     prepared.sparse_input = pass == Pass::sparse_exact_layer;
+    if (pass == Pass::amx_exact_layer && !prepare_amx_exact(prepared)) {
+        state.SkipWithError("prepare_amx_exact declined the layer");
+        return;
+    }
     for (auto _ : state) {
         switch (pass) {
             case Pass::forward: conv2d_forward_direct(x.view(), w.view(), b.view(), y.view()); break;
@@ -157,7 +164,8 @@ void BM_conv(benchmark::State& state) {
             case Pass::winograd6_forward:
             case Pass::winograd6_amx_forward:
             case Pass::fused_exact_layer:
-            case Pass::sparse_exact_layer: run_prepared_conv(prepared, x.view(), y.view()); break;
+            case Pass::sparse_exact_layer:
+            case Pass::amx_exact_layer: run_prepared_conv(prepared, x.view(), y.view()); break;
             case Pass::winograd_backward_data: conv2d_backward_data_winograd(dy.view(), w.view(), dx.view()); break;
             case Pass::winograd_backward_weights:
                 conv2d_backward_weights_winograd(x.view(), dy.view(), dw.view(), db.view());
@@ -186,6 +194,7 @@ void shapes(benchmark::internal::Benchmark* b) {
         if (isa == int(simd_isa::avx512)) {
             b->Args({int(Pass::winograd6_amx_forward), isa, 16, 40, 40, 64, 64});
             b->Args({int(Pass::winograd6_amx_forward), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
+            b->Args({int(Pass::amx_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
         }
         b->Args({int(Pass::fused_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});
         b->Args({int(Pass::sparse_exact_layer), isa, tile[0], tile[1], tile[2], tile[3], tile[4]});

@@ -75,10 +75,11 @@ for r in $(seq 1 "$rounds"); do
     run onednn "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --algorithm direct --repeats 20
     run onednn_blocked "$th" "$bin/benchmarks/onednn_conv" --threads "$th" --activations any --repeats 20
     # Medians of 10 repetitions, as onednn_conv reports the median of its runs. The training shape,
-    # plus exact inference's layer on a 256x256 tile, dense (pass 4) and sparse-input (pass 8).
+    # plus exact inference's layer on a 256x256 tile, dense (pass 4), sparse-input (pass 8) and on
+    # AMX (pass 10, CPUs with AMX).
     run kernels "$th" "$bin/benchmarks/bench_kernels" --threads="$th" --benchmark_min_time=0.05 \
       --benchmark_repetitions=10 --benchmark_report_aggregates_only=true \
-      --benchmark_format=json --benchmark_filter="isa:$isa/N:16/H:40/W:40/Ci:64/Co:64|pass:[48]/isa:$isa/N:1/H:256/W:256/Ci:64/Co:64"
+      --benchmark_format=json --benchmark_filter="isa:$isa/N:16/H:40/W:40/Ci:64/Co:64|pass:([48]|10)/isa:$isa/N:1/H:256/W:256/Ci:64/Co:64"
   done
   # Stock allocator, 2 threads, channels_last + frozen only (the fastest configuration with jemalloc;
   # each stock inference run takes seconds here).

@@ -59,7 +59,7 @@ def parse(path):
             p = int(re.search(r"pass:(\d+)", b["name"]).group(1))
             name = ["direct_forward", "direct_backward_data", "direct_backward_weights", "winograd_forward", "fused",
                     "winograd_backward_data", "winograd_backward_weights", "winograd6_forward", "sparse_exact_layer",
-                    "winograd6_amx_forward"][p]
+                    "winograd6_amx_forward", "amx_exact_layer"][p]
             values[("despeck", threads, f"{name}_gflops")].append(b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"])
             values[("despeck", threads, "peak_gflops")].append(b["peak_GFLOP/s"])
     return values
@@ -138,6 +138,10 @@ def main():
         # bench_kernels' input with 70% zeros at random (the same floats come out of both).
         ratio_row("-", f"exact inference layer 256x256 64->64, GFLOP/s, {th} thread(s) (despeck sparse-input kernel, 70% zeros / "
                   "despeck dense kernel)", ("despeck", th, "sparse_exact_layer_gflops"), ("despeck", th, "fused_gflops"), True, None)
+        # For reference (CPUs with AMX): the same layer on AMX in nine exact bf16 products per
+        # float product, what exact inference runs there where the input is not sparse enough.
+        ratio_row("-", f"exact inference layer 256x256 64->64, GFLOP/s, {th} thread(s) (despeck on AMX, nine exact bf16 "
+                  "products / despeck dense kernel)", ("despeck", th, "amx_exact_layer_gflops"), ("despeck", th, "fused_gflops"), True, None)
     # For reference: the same PyTorch with the stock allocator (its page faults included).
     ratio_row("-", "training step, ms, 2 thread(s) (despeck / PyTorch with the stock allocator)",
               ("despeck", 2, "train_ms"), ("pytorch_stock", 2, "train_ms"), False, None)
