@@ -279,10 +279,11 @@ TEST_CASE("AMX: exact inference's nine-product 64 -> 64 kernel equals the direct
     const Tensor<float> w = uniform_tensor(Shape{3, 3, 64, 64}, rng), b = uniform_tensor(Shape{64}, rng),
                         scale = uniform_tensor(Shape{64}, rng, 0.5, 2), shift = uniform_tensor(Shape{64}, rng);
     // Widths below, at and past the kernel's 32-pixel blocks and its 256-column strips (257: a
-    // 1-column second strip); 1-row and 1-pixel images; two and three images (the kernel's bands
-    // of 32 rows cross from one image to the next); 35 rows: a band that starts mid-image.
+    // 1-column second strip; 600: a middle strip with image on both sides and a 3-block last
+    // one); 1-row and 1-pixel images; two and three images (the kernel's bands of 32 rows cross
+    // from one image to the next, and start mid-image); 33 rows: a 1-row band at the bottom.
     for (auto [N, H, W] : {std::array<index_t, 3>{1, 1, 1}, {1, 3, 31}, {2, 13, 33}, {1, 7, 64}, {2, 37, 101}, {1, 2, 200},
-                           {3, 5, 40}, {1, 3, 257}, {1, 35, 260}}) {
+                           {3, 5, 40}, {1, 3, 257}, {1, 2, 600}, {1, 33, 40}}) {
         CAPTURE(N);
         CAPTURE(H);
         CAPTURE(W);

@@ -665,9 +665,9 @@ inline double sampled_density(const DirectConvArgs& a) {
 inline void run_forward_sparse(DirectConvArgs& a, const IsaTable& t, float max_density, double density) {
     a.chunk_width = static_cast<index_t>(t.max_nv) * t.width;
     const index_t rows = a.N * a.H;
-    // A sample of at most 16 rows first: where it is denser than max_density (a layer whose
-    // batch-norm shifts leave most of its ReLU's outputs positive), the dense kernel runs without
-    // masking any row.
+    // Where the sample of at most 16 rows is denser than max_density (a layer whose batch-norm
+    // shifts leave most of its ReLU's outputs positive), the dense kernel runs without masking
+    // any row.
     if (density > static_cast<double>(max_density)) {
         last_sparse_rows() = 0;
         run_forward(a, t);
@@ -1098,8 +1098,7 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
 
 namespace detail_direct {
 #if DESPECK_AMX_KERNELS
-// A prepared 3x3 64 -> 64 direct layer by the nine-product AMX kernel: one band of rows per thread
-// (the cost of a row does not depend on its data), each thread splitting its input rows once.
+// A prepared 3x3 64 -> 64 direct layer by the nine-product AMX kernel.
 inline void run_amx_exact(const DirectConvArgs& a, const std::uint16_t* weights) {
     // Items: bands of 32 output rows x strips of 256 columns, handed out dynamically. A static
     // split (one band per thread) left one thread waiting at the layer's end whenever the host

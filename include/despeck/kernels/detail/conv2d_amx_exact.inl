@@ -12,23 +12,27 @@
 // flushes partial products under 2^-126; an infinite or huge value (3.39e38 and up) gives NaN
 // where float maths gives inf. A network's activations and weights are nowhere near either.
 //
-// Layout. The work runs in strips of at most 256 output columns (exact_strip_pixels). A thread
-// splits each input row of its strip, plus one column on each side, once into a row buffer of
+// Layout. The work runs in items of 32 output rows by at most 256 output columns
+// (exact_strip_pixels). For its item a thread splits each input row of the strip, plus one
+// column on each side, into a row buffer of
 // [258 pixels][3 parts][64 channels] bf16, 384 bytes a pixel (zeros outside the image), and keeps
-// the three rows an output row needs in a ring. A strip's output row runs in blocks of 32 pixels x
+// the three rows an output row needs in a ring (so rows at a band's edges and columns at a
+// strip's edges are split twice, by both items that read them). A strip's output row runs in blocks of 32 pixels x
 // 32 outputs (C = 2 x 2 tiles of 16 pixels x 16 outputs); for each tap and each half of the input
 // channels the three A parts (2 tiles each, rows 384 bytes apart: the tap's shifted pixels) meet
 // the three B parts of the tap's weights (2 tiles each): 2 + 6 tile loads per 12 multiplies.
 //
 // Why strips and why the accumulators go through memory: the weights are 216 KiB and a 1024-wide
-// row's three split rows 1.2 MiB, so a row at a time (block by block, all nine taps) streamed both
-// from L2, and with the output and the next input row the working set overflowed the 2 MiB L2.
-// Now the taps run in six groups, (kernel row ky, input-channel half k), each over every block of
-// the strip's row: a group's weights (3 taps x 3 parts x 2 tiles, 18 KiB) stay in L1 across the
-// strip's eight blocks, and the ring (297 KiB) stays in L2. The price is storing and reloading
-// the four accumulator tiles between groups (8 tile moves per 108 multiplies, in L1). A 64->64
-// layer on a 1024x1024 image, half zeros, 2 threads, Intel Xeon (AMX): 155-165 ms, against 177-197
-// ms block by block on whole rows.
+// row's three split rows 1.13 MiB, so whole rows block by block, all nine taps per block, streamed
+// both from L2, and with the output and the next input row the working set overflowed the 2 MiB
+// L2. Now, for each half of the outputs, the taps run in six groups (kernel row ky, input-channel
+// half k), each over every block of the strip's row: a group's weights (3 taps x 3 parts x 2
+// tiles, 18 KiB) stay in L1 across the strip's eight blocks, and the ring (290 KiB) stays in L2.
+// The price is storing and reloading the four accumulator tiles between groups: 8 tile moves per
+// 108 multiplies, to the strip's 32 KiB of accumulators, which share L1 with the weights and the
+// A rows and so partly live in L2. A 64->64 layer on a 1058x1058 image, half zeros, 2 threads,
+// Intel Xeon (AMX), nine runs each, interleaved: 173-188 ms, against 196-211 ms whole rows block
+// by block (docs/benchmarks.md, "The Intel Xeon, sixth session").
 //
 // The epilogue (bias, then batch norm's scale and shift, then ReLU, as the direct kernel's
 // store_block does it) writes each block's valid pixels from the stored accumulators. Pixels past
@@ -41,11 +45,12 @@ constexpr index_t exact_pixel_bytes = 3 * channels * 2;                     // [
 constexpr index_t exact_tap_weight_bytes = 2 * 3 * 4 * 1024;                // [k 2][part 3][column 4] tiles
 constexpr index_t exact_weight_bytes = 9 * exact_tap_weight_bytes;          // 216 KiB
 constexpr index_t exact_strip_pixels = 256;                                 // output columns per strip
+static_assert(exact_strip_pixels % 32 == 0, "a strip is whole 32-pixel blocks");
 constexpr index_t exact_strip_blocks = exact_strip_pixels / 32;
 constexpr index_t exact_ring_row_bytes = (exact_strip_pixels + 2) * exact_pixel_bytes;  // a multiple of 64
 constexpr index_t exact_accumulator_bytes = exact_strip_blocks * 4 * 1024;  // [block][2 x 2 tiles of 16 x 16 floats]
 // Scratch per thread, in floats (64-byte aligned): the strip's accumulators, then the ring of
-// three split rows. 328 KiB, whatever the image's width.
+// three split rows. 322 KiB, whatever the image's width.
 constexpr index_t exact_scratch_floats = (exact_accumulator_bytes + 3 * exact_ring_row_bytes) / 4;
 
 // 16 floats -> three bf16 parts, 64 elements apart, each the nearest bf16 of what the parts
