@@ -307,9 +307,9 @@ TEST_CASE("AMX: exact inference's nine-product 64 -> 64 kernel equals the direct
         }
     }
     // Exact, not merely close: on a 1-pixel image only the centre tap meets nonzero input, so an
-    // output is a sum of 64 products; with 17-bit integers on one side and -1, 0 or 1 on the
+    // output is a sum of 64 products; with odd integers of 17-18 bits on one side and -1, 0 or 1 on the
     // other every product and partial sum is an integer under 2^24, exact in float in any order.
-    // 17 bits need all three bf16 parts (a two-part split would drop the lowest bit).
+    // A two-part split would lose the lowest bits of many of them: only all three parts pass.
     for (int side : {0, 1}) {
         CAPTURE(side);
         Tensor<float> xi(Shape{1, 1, 1, 64}), wi(Shape{3, 3, 64, 64});
