@@ -152,10 +152,11 @@ TEST_CASE("AMX: the bf16 hi/lo split of the vector path equals its scalar refere
     Rng rng(31);
     while (v.size() % 16 != 0 || v.size() < 4096) v.push_back(static_cast<float>(rng.normal() * std::pow(10.0, rng.uniform(-30, 30))));
     alignas(64) float in[16];
-    alignas(64) std::uint16_t hi[16], lo[16];
+    alignas(64) std::uint16_t parts[2 * 64];  // hi at 0, lo 64 elements on, as split_parts16 lays them out
+    const std::uint16_t *hi = parts, *lo = parts + 64;
     for (std::size_t i = 0; i < v.size(); i += 16) {
         std::copy(v.begin() + static_cast<std::ptrdiff_t>(i), v.begin() + static_cast<std::ptrdiff_t>(i) + 16, in);
-        kernels::direct_amx::split16(in, hi, lo);
+        kernels::direct_amx::split_parts16<2>(in, parts);
         for (int l = 0; l < 16; ++l) {
             CAPTURE(in[l]);
             const std::uint16_t h = kernels::detail_direct::bf16_from_float(in[l]);

@@ -13,12 +13,11 @@
 // where float maths gives inf. A network's activations and weights are nowhere near either.
 //
 // Layout. The work runs in items of 32 output rows by at most 256 output columns
-// (exact_strip_pixels). For its item a thread splits each input row of the strip, plus one
-// column on each side, into a row buffer of
-// [258 pixels][3 parts][64 channels] bf16, 384 bytes a pixel (zeros outside the image), and keeps
-// the three rows an output row needs in a ring (so rows at a band's edges and columns at a
-// strip's edges are split twice, by both items that read them). A strip's output row runs in blocks of 32 pixels x
-// 32 outputs (C = 2 x 2 tiles of 16 pixels x 16 outputs); for each tap and each half of the input
+// (exact_strip_pixels). For its item a thread splits each input row of the strip, plus one column
+// on each side, into a row buffer of [258 pixels][3 parts][64 channels] bf16, 384 bytes a pixel
+// (zeros outside the image), and keeps the three rows an output row needs in a ring (so rows at
+// a band's edges and columns at a strip's edges are split twice, by both items that read them).
+// A strip's output row runs in blocks of 32 pixels x 32 outputs (C = 2 x 2 tiles of 16 pixels x 16 outputs); for each tap and each half of the input
 // channels the three A parts (2 tiles each, rows 384 bytes apart: the tap's shifted pixels) meet
 // the three B parts of the tap's weights (2 tiles each): 2 + 6 tile loads per 12 multiplies.
 //
@@ -35,9 +34,9 @@
 // by block (docs/benchmarks.md, "The Intel Xeon, sixth session").
 //
 // The epilogue (bias, then batch norm's scale and shift, then ReLU, as the direct kernel's
-// store_block does it) writes each block's valid pixels from the stored accumulators. Pixels past
-// W read zero columns, and their outputs are not written. Image rows above and below the image
-// skip their group instead of multiplying zeros.
+// store_block does it) writes each block's valid pixels from the stored accumulators. Pixels past W read zero columns, and
+// their outputs are not written. Image rows above and below the image skip their kernel row's
+// two groups instead of multiplying zeros.
 
 namespace direct_amx {
 
@@ -53,17 +52,6 @@ constexpr index_t exact_accumulator_bytes = exact_strip_blocks * 4 * 1024;  // [
 // three split rows. 322 KiB, whatever the image's width.
 constexpr index_t exact_scratch_floats = (exact_accumulator_bytes + 3 * exact_ring_row_bytes) / 4;
 
-// 16 floats -> three bf16 parts, 64 elements apart, each the nearest bf16 of what the parts
-// before it left.
-inline void split3_16(const float* s, std::uint16_t* d) {
-    __m512 v = _mm512_loadu_ps(s);
-    DESPECK_UNROLL
-    for (int part = 0; part < 3; ++part) {
-        const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(d + part * channels), h);
-        v = _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
-    }
-}
 // Columns [c0 - 1, c0 + exact_strip_pixels + 1) of input row x [W][64] into a ring row (buffer
 // pixel i is column c0 - 1 + i; columns outside [0, W) are zeros).
 inline void split_strip3(const float* x, index_t W, index_t c0, char* dst) {
@@ -74,7 +62,7 @@ inline void split_strip3(const float* x, index_t W, index_t c0, char* dst) {
                 static_cast<std::size_t>((exact_strip_pixels + 2 - filled) * exact_pixel_bytes));
     for (index_t p = first; p < last; ++p)
         for (index_t c = 0; c < channels; c += 16)
-            split3_16(x + p * channels + c, reinterpret_cast<std::uint16_t*>(dst + (p - first + lead) * exact_pixel_bytes) + c);
+            split_parts16<3>(x + p * channels + c, reinterpret_cast<std::uint16_t*>(dst + (p - first + lead) * exact_pixel_bytes) + c);
 }
 
 // Adds tap row ky's products over input channels [32 k, 32 k + 32) to the accumulators of
@@ -155,6 +143,8 @@ inline void exact_rows(const DirectConvArgs& a, const char* weights, index_t r0,
                 for (int k = 0; k < 2; ++k, first = false)
                     exact_group(ring + (r % 3) * exact_ring_row_bytes, weights, ky, k, half, blocks, first, acc);
             }
+            // store_block's order (bias, then scale and shift, then ReLU) with the constants
+            // hoisted: calling store_block once per pixel cost about 5% of the layer.
             for (index_t b = 0; b < blocks; ++b) {
                 const float* c = acc + b * 1024;  // tile (pixel tile pt, output tile v) at c + pt * 512 + v * 256
                 const index_t valid = std::min<index_t>(32, width - b * 32);

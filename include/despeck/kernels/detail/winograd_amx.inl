@@ -67,22 +67,27 @@ inline void load_tile_config(int rows0, int rows1) {
 }
 inline void release_tiles() { asm volatile("tilerelease" ::: "memory"); }
 
-// 16 floats -> their bf16 hi (rounded to nearest even) and lo = bf16(x - hi). Like the tile unit,
-// the conversion treats denormal inputs as zero. A value of 3.39e38 or more in magnitude rounds
-// to an infinite hi and a NaN lo: such a layer gives NaN where float products would give inf.
-inline void split16(const float* s, std::uint16_t* hi, std::uint16_t* lo) {
-    const __m512 v = _mm512_load_ps(s);
-    const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
-    const __m512 hv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    const __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hv));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(hi), h);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lo), l);
+// 16 floats -> `parts` bf16 parts, `channels` elements apart (d 32-byte aligned): part 0 the
+// nearest bf16 of x (ties to even), each later part the nearest bf16 of what the parts before it
+// left. Two parts (hi, lo) for fast mode's products; three, which hold a float exactly, for exact
+// mode's (conv2d_amx_exact.inl). Like the tile unit, the conversion treats denormal inputs as
+// zero. A value of 3.39e38 or more in magnitude rounds to an infinite first part and NaN after
+// it: such a layer gives NaN where float products would give inf.
+template <int parts>
+inline void split_parts16(const float* s, std::uint16_t* d) {
+    __m512 v = _mm512_loadu_ps(s);
+    DESPECK_UNROLL
+    for (int part = 0; part < parts; ++part) {
+        const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(d + part * channels), h);
+        if (part + 1 < parts) v = _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
 }
 // One tile's transformed input S [64 points][64 channels] into its block slot.
 inline void split_tile(const float* S, char* slot) {
     for (index_t p = 0; p < points; ++p) {
         auto* hi = reinterpret_cast<std::uint16_t*>(slot + p * point_bytes);
-        for (index_t c = 0; c < channels; c += 16) split16(S + p * channels + c, hi + c, hi + channels + c);
+        for (index_t c = 0; c < channels; c += 16) split_parts16<2>(S + p * channels + c, hi + c);
     }
 }
 
