@@ -28,7 +28,8 @@ Tensor<float> uniform_tensor(Shape s, Rng& rng, double lo = -1, double hi = 1) {
     return t;
 }
 
-// max |a - b| over max |b|: the deviation as a fraction of the output's range.
+// max |a - b| over max |b|: the normwise relative deviation (infinity norm), "of the output's
+// range" in the docs.
 double deviation(const Tensor<float>& a, const Tensor<float>& b) {
     REQUIRE(a.shape() == b.shape());
     double err = 0, scale = 0;
@@ -489,8 +490,9 @@ TEST_CASE("a plan keeps the weights it was built with, and rejects bad input by 
 TEST_CASE("fast inference stays within its documented bound on real SAR (TerraSAR-X single look)") {
     // A full-size single-pol model (depth 17, 64 filters) adapted for a few steps to the scene in
     // tuning mode, so weights and batch-norm statistics are those of real speckle, not of the
-    // initialisation. Bound: max |fast - exact| <= 1e-3 of the output's range, and the PSNR of
-    // either against the 2x2-multilooked reference differs by < 0.01 dB.
+    // initialisation. Bounds: max |fast - exact| <= 1e-3 of max |exact| (normwise), and the PSNR of
+    // either against the 2x2-multilooked reference differs by < 0.01 dB; point by point in
+    // intensity, 1e-3 with float products and 4e-3 with AMX's bf16 products (below).
     const auto dir = std::filesystem::path(DESPECK_SHARED_DIR) / "data" / "sar";
     const auto single = dir / "tsx_slc_intensity_1look_256x256.npy", multi = dir / "tsx_slc_intensity_ml2x2_128x128.npy";
     for (const auto& p : {single, multi})
@@ -543,6 +545,16 @@ TEST_CASE("fast inference stays within its documented bound on real SAR (TerraSA
         MESSAGE("fast vs exact on TerraSAR-X (" << products << " products): max deviation " << dev << " of the range");
         CHECK(dev <= 1e-3);
         CHECK(dev > 0);  // the two modes did run different arithmetic
+        // Point by point, in the intensity the dB values stand for: max |10^((fast - exact)/10) - 1|,
+        // the relative error a SAR analyst sees in each despeckled pixel. Measured 7.8e-5 with float
+        // products and 1.9e-3 with AMX's (docs/benchmarks.md, "Fast inference accuracy"): float
+        // products keep every pixel within 1e-3; AMX's are bounded at 4e-3, documented as such.
+        double pointwise = 0;
+        for (index_t i = 0; i < fast.size(); ++i)
+            pointwise = std::max(pointwise, std::abs(std::pow(10.0, (double(fast[i]) - double(exact[i])) / 10) - 1));
+        MESSAGE("fast vs exact on TerraSAR-X (" << products << " products): max pointwise relative deviation of the intensity "
+                                                << pointwise);
+        CHECK(pointwise <= (amx ? 4e-3 : 1e-3));
         const double p_exact = psnr(exact), p_fast = psnr(fast);
         MESSAGE("PSNR vs the 2x2 multilook: exact " << p_exact << " dB, fast " << p_fast << " dB");
         CHECK(std::abs(p_fast - p_exact) < 0.01);
