@@ -105,6 +105,9 @@ void report(benchmark::State& state, const Shapes& s) {
     const double flop = 2.0 * double(s.N * s.H * s.W) * double(s.Ci * s.Co) * 9;
     state.counters["GFLOP/s"] = benchmark::Counter(flop / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     state.counters["peak_GFLOP/s"] = peak_gflops();
+    // The share of that peak, in percent: a rate like GFLOP/s (per second of the same time).
+    state.counters["pct_of_peak"] =
+        benchmark::Counter(flop / 1e9 / peak_gflops() * 100, benchmark::Counter::kIsIterationInvariantRate);
     state.SetLabel(std::string(to_string(get_simd_isa())));
 }
 
