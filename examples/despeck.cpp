@@ -233,9 +233,9 @@ int main(int argc, char** argv) {
     ds->add_option("--quicklook", d_png, "also write a PNG: input | despeckled, in dB");
     ds->add_option("--tile", d_tile, "tile side in pixels (memory ~ tile^2 * filters * 12 bytes)")->check(CLI::Range(16, 8192));
     ds->add_flag("--fast", d_fast,
-                 "Winograd convolutions with batch norm folded: about 2.5x faster (3.5x on CPUs with AMX, whose products "
-                 "then run as three bf16 products each), within 1e-3 of the exact output's largest value; point by point "
-                 "within 2e-4 with float products, 2.3e-3 with AMX's (DESPECK_AMX=0 keeps float; docs/benchmarks.md)");
+                 "Winograd convolutions with batch norm folded: about 2.5x faster (about 3x on CPUs with AMX, whose "
+                 "products then run as three bf16 products each), within 1e-3 of the exact output's largest value; point by "
+                 "point within 1e-3 with float products, 4e-3 with AMX's (DESPECK_AMX=0 keeps float; docs/benchmarks.md)");
 
     // ---- import-matconvnet
     std::string i_model, i_out;

@@ -546,8 +546,8 @@ TEST_CASE("fast inference stays within its documented bound on real SAR (TerraSA
         CHECK(dev <= 1e-3);
         CHECK(dev > 0);  // the two modes did run different arithmetic
         // Point by point, in the intensity the dB values stand for: max |10^((fast - exact)/10) - 1|,
-        // the relative error a SAR analyst sees in each despeckled pixel. Measured 7.8e-5 with float
-        // products and 1.9e-3 with AMX's (docs/benchmarks.md, "Fast inference accuracy"): float
+        // the relative error a SAR analyst sees in each despeckled pixel. Measured 6.9e-5 with float
+        // products and 1.8e-3 with AMX's (docs/benchmarks.md, "Fast inference accuracy"): float
         // products keep every pixel within 1e-3; AMX's are bounded at 4e-3, documented as such.
         double pointwise = 0;
         for (index_t i = 0; i < fast.size(); ++i)
