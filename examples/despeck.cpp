@@ -162,6 +162,10 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     int threads = 0;
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
+    bool no_amx = false;
+    app.add_flag("--no-amx", no_amx,
+                 "leave Intel AMX's tile unit unused, as DESPECK_AMX=0 does: --fast then multiplies in float, within 1e-3 "
+                 "of exact mode at every pixel (with AMX: 4e-3); exact mode's floats stay those of the direct kernels");
 
     // ---- prepare
     auto* prep = app.add_subcommand("prepare", "GeoTIFF scenes -> temporal reference, change mask and a patch dataset");
@@ -235,7 +239,7 @@ int main(int argc, char** argv) {
     ds->add_flag("--fast", d_fast,
                  "Winograd convolutions with batch norm folded: about 2.5x faster (about 3x on CPUs with AMX, whose "
                  "products then run as three bf16 products each), within 1e-3 of the exact output's largest value; point by "
-                 "point within 1e-3 with float products, 4e-3 with AMX's (DESPECK_AMX=0 keeps float; docs/benchmarks.md)");
+                 "point within 1e-3 with float products, 4e-3 with AMX's (--no-amx keeps float; docs/benchmarks.md)");
 
     // ---- import-matconvnet
     std::string i_model, i_out;
@@ -265,6 +269,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
+        if (no_amx) kernels::set_amx_enabled(false);
         std::printf("%s\n%s\n", describe_runtime().c_str(), kernels::describe_kernels().c_str());
         if (*prep) {
             p_opt.units = parse_units(p_units);

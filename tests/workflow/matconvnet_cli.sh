@@ -2,7 +2,8 @@
 # The despeck program and the authors' MatConvNet model: `despeck import-matconvnet` writes a
 # checkpoint, refuses a file that is not a MAT file without writing anything, and `despeck
 # despeckle --model` gives the same GeoTIFF, byte for byte, from the .mat as from that checkpoint;
-# `despeck tune --model` starts from the .mat and its checkpoint despeckles differently.
+# `despeck tune --model` starts from the .mat and its checkpoint despeckles differently; `--no-amx`
+# turns the tile unit off.
 # Usage: matconvnet_cli.sh DESPECK_BINARY SCRATCH_DIR MODEL.mat SCENE.tif (linear intensity; its
 # first band is despeckled, as the model is single-channel).
 set -euo pipefail
@@ -26,6 +27,12 @@ gdal_translate -q -b 1 "$scene" "$work/band1.tif"
 "$despeck" despeckle --model "$model" --input "$work/band1.tif" --output "$work/from_mat.tif" >/dev/null
 "$despeck" despeckle --model "$work/pretrained.safetensors" --input "$work/band1.tif" --output "$work/from_checkpoint.tif" >/dev/null
 cmp "$work/from_mat.tif" "$work/from_checkpoint.tif"
+
+# --no-amx: the kernels line says so, and fast mode still writes a GeoTIFF (float products).
+"$despeck" --no-amx despeckle --fast --model "$model" --input "$work/band1.tif" --output "$work/fast_no_amx.tif" |
+  tee "$work/no_amx.txt" >/dev/null
+grep -q "no AMX" "$work/no_amx.txt" || { echo "FAIL: --no-amx left AMX on:"; cat "$work/no_amx.txt"; exit 1; }
+[ -s "$work/fast_no_amx.tif" ] || { echo "FAIL: --no-amx --fast wrote no output"; exit 1; }
 
 # Tuning mode starts from the .mat as well and writes ordinary checkpoints.
 "$despeck" prepare --tuning --input "$work/band1.tif" --out "$work/tuning" --count 24 --seed 2 >/dev/null
