@@ -17,9 +17,10 @@
 // on each side, into a row buffer of [258 pixels][3 parts][64 channels] bf16, 384 bytes a pixel
 // (zeros outside the image), and keeps the three rows an output row needs in a ring (so rows at
 // a band's edges and columns at a strip's edges are split twice, by both items that read them).
-// A strip's output row runs in blocks of 32 pixels x 32 outputs (C = 2 x 2 tiles of 16 pixels x 16 outputs); for each tap and each half of the input
-// channels the three A parts (2 tiles each, rows 384 bytes apart: the tap's shifted pixels) meet
-// the three B parts of the tap's weights (2 tiles each): 2 + 6 tile loads per 12 multiplies.
+// A strip's output row runs in blocks of 32 pixels x 32 outputs (C = 2 x 2 tiles of 16 pixels x
+// 16 outputs); for each tap and each half of the input channels the three A parts (2 tiles each,
+// rows 384 bytes apart: the tap's shifted pixels) meet the three B parts of the tap's weights (2
+// tiles each): 2 + 6 tile loads per 12 multiplies.
 //
 // Why strips and why the accumulators go through memory: the weights are 216 KiB and a 1024-wide
 // row's three split rows 1.13 MiB, so whole rows block by block, all nine taps per block, streamed
@@ -34,9 +35,9 @@
 // by block (docs/benchmarks.md, "The Intel Xeon, sixth session").
 //
 // The epilogue (bias, then batch norm's scale and shift, then ReLU, as the direct kernel's
-// store_block does it) writes each block's valid pixels from the stored accumulators. Pixels past W read zero columns, and
-// their outputs are not written. Image rows above and below the image skip their kernel row's
-// two groups instead of multiplying zeros.
+// store_block does it) writes each block's valid pixels from the stored accumulators. Pixels
+// past W read zero columns, and their outputs are not written. Image rows above and below the
+// image skip their kernel row's two groups instead of multiplying zeros.
 
 namespace direct_amx {
 
