@@ -116,7 +116,7 @@ void report(benchmark::State& state, const Shapes& s) {
 // real SAR; random positions are the worst case for its branches). The dense kernel's time does
 // not depend on the values, so the two GFLOP/s figures compare directly.
 // winograd6_forward runs fast inference's F(6x6) layer with float products, winograd6_amx_forward
-// with AMX's bf16x3 products (CPUs with AMX only; see kernels/detail/winograd_amx.inl).
+// with AMX's int8 products of three 8-bit slices (CPUs with AMX only; see kernels/detail/winograd_amx.inl).
 // amx_exact_layer: fused_exact_layer's layer on AMX in nine exact bf16 products per float product
 // (kernels/detail/conv2d_amx_exact.inl), on the same input: its time does not depend on the values.
 enum class Pass { forward, backward_data, backward_weights, winograd_forward, fused_exact_layer, winograd_backward_data,

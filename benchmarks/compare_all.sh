@@ -63,7 +63,7 @@ for r in $(seq 1 "$rounds"); do
     echo "== round $r" >>"$log"
     run despeck "$th" "$bin/examples/time_train_step" --threads "$th" --steps 3 --tile "$tile"
     # Fast inference with float products: what the row above runs on a CPU without AMX (with
-    # AMX, fast inference's 64 -> 64 products run on it in bf16x3; the table shows both).
+    # AMX, fast inference's 64 -> 64 products run on it as int8 slices; the table shows both).
     run despeck_float_products "$th" env DESPECK_AMX=0 "$bin/examples/time_train_step" --threads "$th" --steps 0 --tile "$tile"
     run pytorch "$th" "${tuned_torch[@]}" benchmarks/pytorch_despecknet.py --threads "$th" --steps 3 --tile "$tile"
     if [ -n "$pretrained" ]; then  # the authors' trained model on real SAR (sparse activations)

@@ -127,9 +127,9 @@ def main():
         ratio_row("4", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference, effective GFLOP/s, {th} thread(s) "
                   "(despeck NHWC / oneDNN blocked F(4x4))",
                   ("despeck", th, "winograd6_forward_gflops"), ("onednn_blocked", th, "winograd_forward_gflops"), True, 0.85)
-        # For reference (CPUs with AMX): the same layer with the products on AMX in bf16x3, what
+        # For reference (CPUs with AMX): the same layer with the products on AMX as int8 slices, what
         # fast inference runs there; not exact to float rounding, so not judged against oneDNN's float.
-        ratio_row("-", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference with AMX bf16x3 products, effective "
+        ratio_row("-", f"conv 3x3 64->64 forward, Winograd F(6x6) of fast inference with AMX int8 products, effective "
                   f"GFLOP/s, {th} thread(s) (despeck / the same with float products)",
                   ("despeck", th, "winograd6_amx_forward_gflops"), ("despeck", th, "winograd6_forward_gflops"), True, None)
         ratio_row("-", f"fast inference {tile}x{tile}x2, Mpx/s, {th} thread(s) (despeck / despeck with float products, "

@@ -164,8 +164,8 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "OpenMP threads (0: the default)")->check(CLI::NonNegativeNumber);
     bool no_amx = false;
     app.add_flag("--no-amx", no_amx,
-                 "leave Intel AMX's tile unit unused, as DESPECK_AMX=0 does: --fast then multiplies in float, within 1e-3 "
-                 "of exact mode at every pixel (with AMX: 4e-3); exact mode's floats stay those of the direct kernels");
+                 "leave Intel AMX's tile unit unused, as DESPECK_AMX=0 does: --fast then multiplies in float and exact mode "
+                 "runs the direct kernels, the same floats as on a CPU without AMX");
 
     // ---- prepare
     auto* prep = app.add_subcommand("prepare", "GeoTIFF scenes -> temporal reference, change mask and a patch dataset");
@@ -238,8 +238,8 @@ int main(int argc, char** argv) {
     ds->add_option("--tile", d_tile, "tile side in pixels (memory ~ tile^2 * filters * 12 bytes)")->check(CLI::Range(16, 8192));
     ds->add_flag("--fast", d_fast,
                  "Winograd convolutions with batch norm folded: about 2.5x faster (about 3x on CPUs with AMX, whose "
-                 "products then run as three bf16 products each), within 1e-3 of the exact output's largest value; point by "
-                 "point within 1e-3 with float products, 4e-3 with AMX's (--no-amx keeps float; docs/benchmarks.md)");
+                 "products then run as exact int8 products of three 8-bit slices), within 1e-3 of exact mode at every "
+                 "pixel and of its largest value (docs/benchmarks.md)");
 
     // ---- import-matconvnet
     std::string i_model, i_out;

@@ -16,7 +16,7 @@ inline std::vector<kernels::simd_isa> supported_isas() {
     return out;
 }
 
-// Fast inference's product paths to test: float, and AMX's bf16x3 where the CPU has it and the
+// Fast inference's product paths to test: float, and AMX's int8 slices where the CPU has it and the
 // AVX-512 kernels are selected (AMX runs with those only).
 inline std::vector<bool> fast_product_amx_choices() {
     std::vector<bool> out = {false};

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -137,24 +138,27 @@ inline void set_simd_isa(simd_isa s) {
     detail_direct::selected_isa() = s;
 }
 
-// ---- AMX: the tile matrix unit, for fast inference's Winograd F(6x6) products ----------------
+// ---- AMX: the tile matrix unit, for inference's 64 -> 64 layers ------------------------------
 // Intel Xeons from Sapphire Rapids on multiply bf16 tiles (AMX-BF16) at 16 times the rate of
-// their float FMAs on paper (9.5 times measured, docs/benchmarks.md). Fast inference (prepare_conv_winograd with tile 6, 64 -> 64 channels) then
-// runs each float product as three bf16 ones (see detail/winograd_amx.inl): faster, and less
-// exact than float products, inside fast mode's bound (docs/benchmarks.md, "Fast inference
-// accuracy"). Linux hands the tile state to a process only on request; the first call of
-// cpu_supports_amx() makes that request (from then on the process's signal frames carry the 8 KiB
-// of tile data: a host program that handles signals on a small sigaltstack should set
-// DESPECK_AMX=0, which skips the request).
+// their float FMAs on paper (9.5 times measured, docs/benchmarks.md), and int8 tiles (AMX-INT8)
+// at twice that. Fast inference (prepare_conv_winograd with tile 6, 64 -> 64 channels) runs its
+// products there as exact int8 products of three 8-bit slices per value
+// (detail/winograd_amx.inl), within fast mode's bound (docs/benchmarks.md, "Fast inference
+// accuracy"); exact inference its direct 64 -> 64 layers as nine exact bf16 products per float
+// product (detail/conv2d_amx_exact.inl). Linux hands the tile state to a process only on
+// request; the first call of cpu_supports_amx() makes that request (from then on the process's
+// signal frames carry the 8 KiB of tile data: a host program that handles signals on a small
+// sigaltstack should set DESPECK_AMX=0, which skips the request).
 
-// Whether the CPU has AMX-TILE, AMX-BF16 and AVX512-BF16 and Linux grants this process the tiles.
+// Whether the CPU has AMX-TILE, AMX-BF16, AMX-INT8 (every AMX CPU so far has both) and AVX512-BF16,
+// and Linux grants this process the tiles.
 inline bool cpu_supports_amx() {
     static const bool supported = [] {
 #if DESPECK_AMX_POSSIBLE
         unsigned a = 0, b = 0, c = 0, d = 0;
         if (!__builtin_cpu_supports("avx512f") || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-        const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
-        if (!amx_bf16 || !amx_tile || a < 1 || !__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1u)) return false;
+        const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u, amx_int8 = (d >> 25) & 1u;
+        if (!amx_bf16 || !amx_tile || !amx_int8 || a < 1 || !__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1u)) return false;
         constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;  // from asm/prctl.h
         if (syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) != 0) return false;
         unsigned xcr0_lo = 0, xcr0_hi = 0;  // the OS saves the tile configuration and data (XCR0 bits 17, 18)
@@ -178,7 +182,7 @@ inline bool initial_amx() {
         if (v == "0") return false;
         if (v != "1") detail::fail<value_error>("DESPECK_AMX=", env, ": expected 0 or 1");
         if (!cpu_supports_amx())
-            detail::fail<value_error>("DESPECK_AMX=1 but this CPU (or OS) offers no AMX-BF16 tiles");
+            detail::fail<value_error>("DESPECK_AMX=1 but this CPU (or OS) offers no AMX tiles (AMX-BF16 and AMX-INT8)");
         return true;
     }
     return cpu_supports_amx();
@@ -194,7 +198,7 @@ inline std::atomic<bool>& amx_selected() {
 // prepared before a change keep the choice they were made with.
 inline bool get_amx_enabled() { return detail_direct::amx_selected(); }
 inline void set_amx_enabled(bool on) {
-    if (on && !cpu_supports_amx()) detail::fail<value_error>("set_amx_enabled: this CPU (or OS) offers no AMX-BF16 tiles");
+    if (on && !cpu_supports_amx()) detail::fail<value_error>("set_amx_enabled: this CPU (or OS) offers no AMX tiles (AMX-BF16 and AMX-INT8)");
     detail_direct::amx_selected() = on;
 }
 
@@ -203,7 +207,8 @@ inline void set_amx_enabled(bool on) {
 inline std::string describe_kernels() {
     std::string text = "convolution kernels: " + std::string(to_string(get_simd_isa()));
     const bool amx = get_amx_enabled() && get_simd_isa() == simd_isa::avx512;
-    text += amx ? ", inference on AMX where it pays (exact: nine exact bf16 products per float product; fast: three)"
+    text += amx ? ", inference on AMX where it pays (exact: nine exact bf16 products per float product; fast: int8 "
+                  "products of three 8-bit slices)"
                 : ", no AMX";
     return text;
 }
@@ -357,6 +362,42 @@ struct V {
 };
 #include "despeck/kernels/detail/conv2d_direct_body.inl"
 }  // namespace direct_scalar
+
+#if DESPECK_AMX_KERNELS
+// Fast inference's int8 slices on AMX (detail/winograd_amx.inl), in plain code: the packed weights
+// and the tests use them on any x86-64 CPU, the kernel's vector form matches them bit for bit.
+namespace direct_amx {
+constexpr index_t slices = 3;
+// A row's (or column's) scale from its largest magnitude m: 127 * 2^16 / m, which takes the
+// row into [-127 * 2^16, 127 * 2^16] (rounded to float), and the unscale m / 127, such that
+// x = (slice 0 + slice 1 / 2^8 + slice 2 / 2^16) unscale up to the slices' rounding and the two
+// divisions' (2^-23 of x). Under 2^-100 the row counts as zero (0 and 0); an inf or NaN makes it
+// NaN (0 and NaN). `bits`: m's bit pattern, as the kernel has it.
+struct SliceScale {
+    float scale, unscale;
+};
+inline SliceScale slice_scale(std::uint32_t bits) {
+    if (bits >= 0x7f800000u) return {0.f, std::numeric_limits<float>::quiet_NaN()};
+    if (bits < 0x0d800000u) return {0.f, 0.f};  // 2^-100
+    const float m = std::bit_cast<float>(bits);
+    return {8323072.f / m, m / 127.f};
+}
+// One value scaled as slice_scale says (y = x * scale, |y| <= 127 * 2^16) as its three int8
+// slices, the signed digits of base 256 of q = y + 0x8080 rounded to an integer: slice 0 * 2^16
+// + slice 1 * 2^8 + slice 2 = q - 0x8080, each slice in -128 .. 127. The offset carries the lower
+// digits' range -128 .. 127 into the next byte, so the digits are q's bytes, each with its top
+// bit flipped. y + 0x8080 is rounded to a float first (to halves, for |y| >= 2^22), then to an
+// integer: at most one unit of slice 2 from y. Balanced digits, not bytes 0 .. 255 below a
+// signed top one: the terms the kernel drops (slice 1 x slice 2 and beyond) then have either
+// sign; unsigned ones all fell on one side, 2^-15 of the largest product over 64 channels.
+inline void slice_scaled(float y, std::int8_t out[slices]) {
+    const auto q = static_cast<std::int32_t>(std::nearbyint(y + 32896.f)) ^ 0x8080;
+    out[0] = static_cast<std::int8_t>(q >> 16);
+    out[1] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q >> 8));
+    out[2] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q));
+}
+}  // namespace direct_amx
+#endif
 
 #if DESPECK_X86 && defined(__GNUC__)
 #if defined(__clang__)
@@ -886,8 +927,9 @@ struct PreparedConv {
     bool sparse_input = false;
     float sparse_max_density = 0.6f;
     // winograd, tile 6, 64 -> 64 on a CPU with AMX (get_amx_enabled): the products run on the tile
-    // unit in bf16 hi/lo pairs; amx_weights then holds the transformed weights in its layout, per
-    // point [k 2][hi, lo][column 4][16 channel pairs][16 outputs][2] bf16, and weights stays empty.
+    // unit as int8 products of three slices per value; amx_weights then holds the transformed
+    // weights in its layout (pack_amx_weights: per point 12 KiB of int8 slices and 64 float
+    // unscales), and weights stays empty.
     bool amx = false;
     std::vector<std::uint16_t, detail::AlignedAllocator<std::uint16_t>> amx_weights;
     // direct, 3x3, 64 -> 64, after prepare_amx_exact: the layer may run on AMX in nine exact bf16
@@ -1043,8 +1085,35 @@ inline void pack_amx_b_tiles(const float* w, index_t groups, int parts, Prepared
                 }
             }
 }
-// The float F(6x6) weights [64 points][64 channels][64 outputs] (cop = 64) in hi, lo parts.
-inline void pack_amx_weights(const float* wt, PreparedConv& p) { pack_amx_b_tiles(wt, 64, 2, p); }
+#if DESPECK_AMX_KERNELS
+// The float F(6x6) weights [64 points][64 channels][64 outputs] (cop = 64) for fast inference's
+// int8 products (detail/winograd_amx.inl): per point, each output's 64 weights scaled as
+// slice_scale says for their largest magnitude and cut into three int8 slices, laid out as B
+// tiles [slice 3][column 4][16 channel quads][16 outputs][4 channels], then the 64 outputs'
+// unscales (floats).
+inline void pack_amx_weights(const float* wt, PreparedConv& p) {
+    namespace A = direct_amx;
+    constexpr index_t C = A::channels;
+    p.amx_weights.assign(static_cast<std::size_t>(A::points * A::point_weight_bytes / 2), 0);
+    char* packed = reinterpret_cast<char*>(p.amx_weights.data());
+    for (index_t pt = 0; pt < A::points; ++pt) {
+        char* w = packed + pt * A::point_weight_bytes;
+        for (index_t o = 0; o < C; ++o) {
+            // The largest magnitude by its bits, as the kernel finds a row's (a NaN ranks above inf).
+            std::uint32_t top = 0;
+            for (index_t c = 0; c < C; ++c) top = std::max(top, std::bit_cast<std::uint32_t>(wt[(pt * C + c) * C + o]) & 0x7fffffffu);
+            const A::SliceScale s = A::slice_scale(top);  // a non-finite weight: zero slices, NaN unscale
+            std::memcpy(w + A::point_slice_bytes + o * 4, &s.unscale, sizeof(float));
+            for (index_t c = 0; c < C; ++c) {
+                std::int8_t parts[A::slices] = {};
+                if (s.scale != 0.f) A::slice_scaled(wt[(pt * C + c) * C + o] * s.scale, parts);
+                for (index_t j = 0; j < A::slices; ++j)
+                    w[j * 4096 + (o / 16) * 1024 + (c / 4) * 64 + (o % 16) * 4 + c % 4] = static_cast<char>(parts[j]);
+            }
+        }
+    }
+}
+#endif
 // Direct 3x3 64 -> 64 weights (p.weights packed by input, cop = 64: [tap 9][64][64]) in the three
 // parts of the nine-product exact kernel (exact for normal floats).
 inline void pack_amx_exact_weights(PreparedConv& p) { pack_amx_b_tiles(p.weights.data(), 9, 3, p); }
@@ -1069,8 +1138,9 @@ inline bool prepare_amx_exact(PreparedConv& p) {
 // inference). The transform G g G^T is computed in double; its rounding to float and the
 // transforms' own arithmetic make the result differ from direct convolution by about 1e-6
 // relative per layer for m = 4 and about twice that for m = 6 (tested). With tile 6, 64 -> 64
-// channels, the AVX-512 kernels and AMX enabled (get_amx_enabled), the products run on AMX in
-// three bf16 products per float one: about 2e-4 of the output's range per layer (tested).
+// channels, the AVX-512 kernels and AMX enabled (get_amx_enabled), the products run on AMX as
+// int8 products of three 8-bit slices per value: about 1e-5 of the output's range per layer, as
+// close as float products (tested).
 inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<const float> b, bool relu, int tile = 4) {
     detail_direct::check_winograd_tile("prepare_conv_winograd", tile);
     if (w.shape.rank() != 4 || w.shape[0] != 3 || w.shape[1] != 3)
@@ -1088,11 +1158,13 @@ inline PreparedConv prepare_conv_winograd(TensorView<const float> w, TensorView<
         detail_direct::transform_winograd_weights<4>(w, p);
     p.bias = detail_direct::padded(b, p.cop);
     p.relu = relu;
+#if DESPECK_AMX_KERNELS
     if (tile == 6 && p.ci == 64 && p.co == 64 && p.isa == simd_isa::avx512 && get_amx_enabled()) {
         p.amx = true;
         detail_direct::pack_amx_weights(p.weights.data(), p);
         p.weights = Tensor<float>();
     }
+#endif
     return p;
 }
 

@@ -126,7 +126,7 @@ inline void exact_rows(const DirectConvArgs& a, const char* weights, index_t r0,
     const index_t width = std::min(exact_strip_pixels, W - c0), blocks = (width + 31) / 32;
     float* acc = scratch;
     char* ring = reinterpret_cast<char*>(scratch) + exact_accumulator_bytes;
-    load_tile_config(16, 16);
+    load_tile_config(16);
     index_t ring_image = -1, ring_last = -2;  // the ring holds rows ring_last - 2 .. ring_last of ring_image (slot r % 3)
     for (index_t row = r0; row < r1; ++row) {
         const index_t n = row / H, h = row % H;
