@@ -133,7 +133,7 @@ void BM_conv(benchmark::State& state) {
     set_simd_isa(isa);
     const bool amx = pass == Pass::winograd6_amx_forward || pass == Pass::amx_exact_layer;
     if (amx && (isa != simd_isa::avx512 || !cpu_supports_amx())) {
-        state.SkipWithError("AMX runs with the AVX-512 kernels on CPUs with AMX-BF16 only");
+        state.SkipWithError("AMX runs with the AVX-512 kernels on CPUs with AMX-BF16 and AMX-INT8 only");
         return;
     }
     set_amx_enabled(amx);

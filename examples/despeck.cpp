@@ -237,9 +237,9 @@ int main(int argc, char** argv) {
     ds->add_option("--quicklook", d_png, "also write a PNG: input | despeckled, in dB");
     ds->add_option("--tile", d_tile, "tile side in pixels (memory ~ tile^2 * filters * 12 bytes)")->check(CLI::Range(16, 8192));
     ds->add_flag("--fast", d_fast,
-                 "Winograd convolutions with batch norm folded: about 2.5x faster (about 3x on CPUs with AMX, whose "
-                 "products then run as exact int8 products of three 8-bit slices), within 1e-3 of exact mode at every "
-                 "pixel and of its largest value (docs/benchmarks.md)");
+                 "Winograd convolutions with batch norm folded: about 2.5x faster (on CPUs with AMX the products run as "
+                 "exact int8 products of three 8-bit slices), within 1e-3 of exact mode at every pixel and of its largest "
+                 "value (docs/benchmarks.md)");
 
     // ---- import-matconvnet
     std::string i_model, i_out;

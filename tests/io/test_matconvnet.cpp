@@ -220,7 +220,7 @@ TEST_CASE("fast inference on the authors' pretrained model and real TerraSAR-X s
         CHECK(std::abs(p_fast - p_exact) < 0.01);
         // Point by point, relative to each pixel's own clean intensity (floored at 1% of the
         // largest, where a near-zero output would make any difference look huge). Measured 1.9e-4
-        // with float products, 3.3e-4 with AMX's (docs/benchmarks.md, "Fast inference accuracy").
+        // with float products, 3.4e-4 with AMX's (docs/benchmarks.md, "Fast inference accuracy").
         double pointwise = 0;
         for (index_t i = 0; i < fast.size(); ++i)
             pointwise = std::max(pointwise, std::abs(double(fast[i]) - double(exact[i])) /

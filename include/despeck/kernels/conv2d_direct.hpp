@@ -150,8 +150,8 @@ inline void set_simd_isa(simd_isa s) {
 // signal frames carry the 8 KiB of tile data: a host program that handles signals on a small
 // sigaltstack should set DESPECK_AMX=0, which skips the request).
 
-// Whether the CPU has AMX-TILE, AMX-BF16, AMX-INT8 (every AMX CPU so far has both) and AVX512-BF16,
-// and Linux grants this process the tiles.
+// Whether the CPU has AMX-TILE, AMX-BF16 and AMX-INT8 (every AMX CPU so far has the last two) and
+// AVX512-BF16, and Linux grants this process the tiles.
 inline bool cpu_supports_amx() {
     static const bool supported = [] {
 #if DESPECK_AMX_POSSIBLE
@@ -369,9 +369,9 @@ struct V {
 namespace direct_amx {
 constexpr index_t slices = 3;
 // A row's (or column's) scale from its largest magnitude m: 127 * 2^16 / m, which takes the
-// row into [-127 * 2^16, 127 * 2^16] (rounded to float), and the unscale m / 127, such that
-// x = (slice 0 + slice 1 / 2^8 + slice 2 / 2^16) unscale up to the slices' rounding and the two
-// divisions' (2^-23 of x). Under 2^-100 the row counts as zero (0 and 0); an inf or NaN makes it
+// row into [-127 * 2^16, 127 * 2^16] (up to the product's rounding), and the unscale m / 127,
+// such that x = (slice 0 + slice 1 / 2^8 + slice 2 / 2^16) unscale within half a unit of slice 2
+// (2^-24 m) and the rounding of the product and the two divisions (2^-23 of x). Under 2^-100 the row counts as zero (0 and 0); an inf or NaN makes it
 // NaN (0 and NaN). `bits`: m's bit pattern, as the kernel has it.
 struct SliceScale {
     float scale, unscale;
@@ -383,15 +383,14 @@ inline SliceScale slice_scale(std::uint32_t bits) {
     return {8323072.f / m, m / 127.f};
 }
 // One value scaled as slice_scale says (y = x * scale, |y| <= 127 * 2^16) as its three int8
-// slices, the signed digits of base 256 of q = y + 0x8080 rounded to an integer: slice 0 * 2^16
-// + slice 1 * 2^8 + slice 2 = q - 0x8080, each slice in -128 .. 127. The offset carries the lower
-// digits' range -128 .. 127 into the next byte, so the digits are q's bytes, each with its top
-// bit flipped. y + 0x8080 is rounded to a float first (to halves, for |y| >= 2^22), then to an
-// integer: at most one unit of slice 2 from y. Balanced digits, not bytes 0 .. 255 below a
+// slices, the signed digits of base 256 of q, the nearest integer to y (ties to even): slice 0 *
+// 2^16 + slice 1 * 2^8 + slice 2 = q, each slice in -128 .. 127 (slice 0 in -127 .. 127). The
+// digits are the bytes of q + 0x8080, each with its top bit flipped: the offset carries each
+// lower digit's range -128 .. 127 into the next byte. Balanced digits, not bytes 0 .. 255 below a
 // signed top one: the terms the kernel drops (slice 1 x slice 2 and beyond) then have either
 // sign; unsigned ones all fell on one side, 2^-15 of the largest product over 64 channels.
 inline void slice_scaled(float y, std::int8_t out[slices]) {
-    const auto q = static_cast<std::int32_t>(std::nearbyint(y + 32896.f)) ^ 0x8080;
+    const auto q = (static_cast<std::int32_t>(std::nearbyint(y)) + 0x8080) ^ 0x8080;
     out[0] = static_cast<std::int8_t>(q >> 16);
     out[1] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q >> 8));
     out[2] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q));
@@ -928,8 +927,8 @@ struct PreparedConv {
     float sparse_max_density = 0.6f;
     // winograd, tile 6, 64 -> 64 on a CPU with AMX (get_amx_enabled): the products run on the tile
     // unit as int8 products of three slices per value; amx_weights then holds the transformed
-    // weights in its layout (pack_amx_weights: per point 12 KiB of int8 slices and 64 float
-    // unscales), and weights stays empty.
+    // weights in its layout as raw bytes (pack_amx_weights: per point 12 KiB of int8 slices and
+    // 64 float unscales), and weights stays empty.
     bool amx = false;
     std::vector<std::uint16_t, detail::AlignedAllocator<std::uint16_t>> amx_weights;
     // direct, 3x3, 64 -> 64, after prepare_amx_exact: the layer may run on AMX in nine exact bf16

@@ -13,16 +13,17 @@
 // (TDPBSSD) sums int8 products into int32 exactly, so the three levels
 //   L0 = sum x0 w0,  L1 = sum x0 w1 + x1 w0,  L2 = sum x0 w2 + x1 w1 + x2 w0
 // are exact, and the product is (L0 + L1 / 2^8 + L2 / 2^16) (max|x| / 127) (max|w| / 127); the
-// next levels' terms, each under 2^-24 of max|x| max|w| and of either sign, are dropped. Six int8
+// next levels' terms, each at most about 2^-24 of max|x| max|w| and of either sign, are dropped. Six int8
 // tile multiplies per float product, each 16 x 16 x 64 multiply-adds in 16 cycles: the tile work
 // of three bf16 products.
 // Why not bf16, as before: x = hi + lo in two bf16 keeps 16 bits of each value, and the three
 // products xh wh + xh wl + xl wh leave out about 2^-16 of each term in three places (the
 // remainders of x and of w, and xl wl). Fast inference on the authors' model and real SAR then
 // strayed 2.3e-3 of a pixel's value from exact mode at its worst pixel, over fast mode's 1e-3.
-// The slices keep 2^-23 of the row's largest value, and the worst pixel stays within about
-// 2.3e-4, three times as close as float products' summation order leaves it (docs/benchmarks.md,
-// "Fast inference accuracy"). The price is vector work: the slicing, and combining the levels.
+// The slices keep 2^-23 of the row's largest value, and the worst pixel stays within 3.4e-4
+// (float products: 1.9e-4), three times inside the bound (docs/benchmarks.md, "Fast inference
+// accuracy" and "The Intel Xeon, eighth session"). The price is vector work, the slicing and the
+// levels' combination: fast inference about 8% slower than with the bf16 products.
 //
 // One work item is a block of up to 32 tiles of one tile row, as in run_winograd:
 //   1. input transform (direct_avx512's, float) of each tile into an L1 scratch S [64 points][64
@@ -56,9 +57,9 @@ constexpr index_t tile_bytes = points * point_bytes + 64;
 constexpr index_t block_tiles = 32;        // two A tiles of 16 rows
 constexpr index_t point_slice_bytes = slices * 4 * 1024;               // [slice 3][column 4] B tiles of 1 KiB
 constexpr index_t point_weight_bytes = point_slice_bytes + channels * 4;  // then the 64 columns' unscales
-constexpr index_t level_floats = slices * 16 * channels;               // int32 [level 3][row 16][output 64]
+constexpr index_t level_words = slices * 16 * channels;               // int32 [level 3][row 16][output 64]
 // Scratch per thread, in floats: the block, S, and one row tile's levels at one point.
-constexpr index_t scratch_floats = block_tiles * tile_bytes / 4 + points * channels + level_floats;
+constexpr index_t scratch_floats = block_tiles * tile_bytes / 4 + points * channels + level_words;
 
 #define DESPECK_TILE_ZERO(t) asm volatile("tilezero %%tmm" #t ::: "memory")
 #define DESPECK_TILE_LOAD(t, ptr, stride) \
@@ -92,10 +93,10 @@ inline void release_tiles() { asm volatile("tilerelease" ::: "memory"); }
 
 // 16 floats -> `parts` bf16 parts, `channels` elements apart (d 32-byte aligned): part 0 the
 // nearest bf16 of x (ties to even), each later part the nearest bf16 of what the parts before it
-// left. Three, which hold a float exactly, for exact mode's products (conv2d_amx_exact.inl; two
-// were fast mode's before its int8 slices). Like the tile unit, the conversion treats denormal inputs as
-// zero. A value of 3.39e38 or more in magnitude rounds to an infinite first part and NaN after
-// it: such a layer gives NaN where float products would give inf.
+// left. Three hold a float exactly: exact mode's products (conv2d_amx_exact.inl) use them. Like
+// the tile unit, the conversion treats denormal inputs as zero. A value of 3.39e38 or more in
+// magnitude rounds to an infinite first part and NaN after it: such a layer gives NaN where
+// float products would give inf.
 template <int parts>
 inline void split_parts16(const float* s, std::uint16_t* d) {
     __m512 v = _mm512_loadu_ps(s);
@@ -111,24 +112,34 @@ inline void split_parts16(const float* s, std::uint16_t* d) {
 // row's unscale (float) at byte 192. q's bytes are the slices: a byte shuffle gathers each 128-bit
 // lane's bytes k into its dword k, two dword permutes and a 128-bit shuffle then bring each
 // byte's dwords of the four vectors together, in channel order.
+//
+// The max and 128-bit shuffles are the masked intrinsics with a full mask: GCC 12's unmasked ones
+// pass _mm512_undefined_epi32() through, which -Wuninitialized reports here once they are inlined
+// (GCC bug 105593, fixed in 12.3).
 inline void slice_row(const float* x, char* slot) {
+    constexpr __mmask16 all16 = 0xffff;
+    constexpr __mmask8 all8 = 0xff;
     __m512 v[4];
     __m512i top = _mm512_setzero_si512();
     for (int k = 0; k < 4; ++k) {
         v[k] = _mm512_load_ps(x + 16 * k);
-        top = _mm512_max_epu32(top, _mm512_and_si512(_mm512_castps_si512(v[k]), _mm512_set1_epi32(0x7fffffff)));
+        top = _mm512_mask_max_epu32(top, all16, top, _mm512_and_si512(_mm512_castps_si512(v[k]), _mm512_set1_epi32(0x7fffffff)));
     }
-    // The largest magnitude by its bits: an unsigned compare orders finite floats, inf and NaN.
-    const SliceScale s = slice_scale(_mm512_reduce_max_epu32(top));
-    const __m512 scale = _mm512_set1_ps(s.scale), offset = _mm512_set1_ps(32896.f);
+    // The largest magnitude by its bits (an unsigned compare orders finite floats, inf and NaN),
+    // into every lane: halves, 128-bit lanes, pairs and dwords swapped in turn.
+    top = _mm512_mask_max_epu32(top, all16, top, _mm512_mask_shuffle_i64x2(top, all8, top, top, 0x4e));
+    top = _mm512_mask_max_epu32(top, all16, top, _mm512_mask_shuffle_i64x2(top, all8, top, top, 0xb1));
+    top = _mm512_mask_max_epu32(top, all16, top, _mm512_mask_shuffle_epi32(top, all16, top, _MM_PERM_BADC));
+    top = _mm512_mask_max_epu32(top, all16, top, _mm512_mask_shuffle_epi32(top, all16, top, _MM_PERM_CDAB));
+    const SliceScale s = slice_scale(static_cast<std::uint32_t>(_mm512_cvtsi512_si32(top)));
+    const __m512 scale = _mm512_set1_ps(s.scale);
     const __m512i bytes_to_dwords = _mm512_set4_epi32(0x0f0b0703, 0x0e0a0602, 0x0d090501, 0x0c080400);
-    const __m512i flip = _mm512_set1_epi32(0x8080);
+    const __m512i offset = _mm512_set1_epi32(0x8080);
     __m512i q[4];
     for (int k = 0; k < 4; ++k) {
-        // 0 * inf would be NaN: a zero scale means zero slices. Product and sum rounded apart,
-        // as in slice_scaled.
-        const __m512 y = s.scale == 0.f ? offset : _mm512_add_ps(_mm512_mul_ps(v[k], scale), offset);
-        const __m512i digits = _mm512_xor_si512(_mm512_cvtps_epi32(y), flip);
+        // 0 * inf would be NaN: a zero scale means zero slices.
+        const __m512 y = s.scale == 0.f ? _mm512_setzero_ps() : _mm512_mul_ps(v[k], scale);
+        const __m512i digits = _mm512_xor_si512(_mm512_add_epi32(_mm512_cvtps_epi32(y), offset), offset);
         q[k] = _mm512_shuffle_epi8(digits, bytes_to_dwords);  // lane l: dword k = byte k of its 4 values
     }
     // Dwords [vector a: byte b of lanes 0-3][vector b: the same][a: byte b'][b: byte b'].
@@ -136,9 +147,9 @@ inline void slice_row(const float* x, char* slot) {
     const __m512i bytes0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 3, 7, 11, 15, 19, 23, 27, 31);
     const __m512i a01 = _mm512_permutex2var_epi32(q[0], bytes21, q[1]), a23 = _mm512_permutex2var_epi32(q[2], bytes21, q[3]);
     const __m512i b01 = _mm512_permutex2var_epi32(q[0], bytes0, q[1]), b23 = _mm512_permutex2var_epi32(q[2], bytes0, q[3]);
-    _mm512_store_si512(slot, _mm512_shuffle_i64x2(a01, a23, 0x44));        // byte 2: slice 0
-    _mm512_store_si512(slot + 64, _mm512_shuffle_i64x2(a01, a23, 0xee));   // byte 1: slice 1
-    _mm512_store_si512(slot + 128, _mm512_shuffle_i64x2(b01, b23, 0x44));  // byte 0: slice 2
+    _mm512_store_si512(slot, _mm512_mask_shuffle_i64x2(a01, all8, a01, a23, 0x44));        // byte 2: slice 0
+    _mm512_store_si512(slot + 64, _mm512_mask_shuffle_i64x2(a01, all8, a01, a23, 0xee));   // byte 1: slice 1
+    _mm512_store_si512(slot + 128, _mm512_mask_shuffle_i64x2(b01, all8, b01, b23, 0x44));  // byte 0: slice 2
     std::memcpy(slot + 192, &s.unscale, sizeof(float));
 }
 // One tile's transformed input S [64 points][64 channels] into its block slot.
@@ -209,13 +220,14 @@ inline void combine_levels(const std::int32_t* levels, const char* w, index_t ro
             const __m512 l1 = _mm512_cvtepi32_ps(_mm512_load_si512(l + 16 * channels));
             const __m512 l2 = _mm512_cvtepi32_ps(_mm512_load_si512(l + 32 * channels));
             const __m512 sum = _mm512_fmadd_ps(_mm512_fmadd_ps(l2, step, l1), step, l0);
-            _mm512_store_ps(reinterpret_cast<float*>(slot) + 16 * k, _mm512_mul_ps(sum, _mm512_mul_ps(u, cu[k])));
+            // The row's unscale first: u cu alone could leave float's range where the product does not.
+            _mm512_store_ps(reinterpret_cast<float*>(slot) + 16 * k, _mm512_mul_ps(_mm512_mul_ps(sum, u), cu[k]));
         }
     }
 }
 
 // All 64 points of one block of nt tiles (1..32). block: the block's tiles (sliced); weights:
-// [64 points] of point_weight_bytes; levels: level_floats, 64-byte aligned. Afterwards each tile
+// [64 points] of point_weight_bytes; levels: level_words, 64-byte aligned. Afterwards each tile
 // holds its 64 x 64 products. Row tile by row tile, so that a partial one gets its own
 // configuration (rows past nt are neither read nor written).
 inline void block_products(char* block, const char* weights, index_t nt, std::int32_t* levels) {
