@@ -220,8 +220,7 @@ TEST_CASE("AMX: a row's int8 slices (vector path) equal their scalar reference b
         const std::vector<float>& row = rows[r];
         std::copy(row.begin(), row.end(), x);
         A::slice_row(x, slot);
-        std::uint32_t top = 0;
-        for (float v : row) top = std::max(top, std::bit_cast<std::uint32_t>(v) & 0x7fffffffu);
+        const std::uint32_t top = A::largest_magnitude_bits(row.data(), 64);
         const A::SliceScale s = A::slice_scale(top);
         float unscale;
         std::memcpy(&unscale, slot + 192, sizeof(float));
@@ -229,8 +228,8 @@ TEST_CASE("AMX: a row's int8 slices (vector path) equal their scalar reference b
         const bool finite = std::bit_cast<float>(top) < std::numeric_limits<float>::infinity();
         CHECK(finite == !std::isnan(s.unscale));
         for (int c = 0; c < 64; ++c) {
-            std::int8_t expect[A::slices] = {};
-            if (s.scale != 0.f) A::slice_scaled(row[static_cast<std::size_t>(c)] * s.scale, expect);
+            std::int8_t expect[A::slices];
+            A::slice_value(row[static_cast<std::size_t>(c)], s, expect);
             const std::int8_t got[A::slices] = {static_cast<std::int8_t>(slot[c]), static_cast<std::int8_t>(slot[64 + c]),
                                                static_cast<std::int8_t>(slot[128 + c])};
             const bool same = got[0] == expect[0] && got[1] == expect[1] && got[2] == expect[2];
@@ -271,16 +270,14 @@ TEST_CASE("AMX: the packed weights' layout, and a block's products against their
     bool layout_ok = true;
     for (index_t pt = 0; pt < 64; ++pt)
         for (index_t o = 0; o < 64; ++o) {
-            std::uint32_t top = 0;
-            for (index_t c = 0; c < 64; ++c) top = std::max(top, std::bit_cast<std::uint32_t>(wt[(pt * 64 + c) * 64 + o]) & 0x7fffffffu);
-            const A::SliceScale s = A::slice_scale(top);
+            const A::SliceScale s = A::slice_scale(A::largest_magnitude_bits(wt.data() + pt * 64 * 64 + o, 64, 64));
             float stored;
             std::memcpy(&stored, packed + pt * A::point_weight_bytes + A::point_slice_bytes + o * 4, sizeof(float));
             layout_ok = layout_ok && stored == s.unscale;
             column_unscale[static_cast<std::size_t>(pt * 64 + o)] = s.unscale;
             for (index_t c = 0; c < 64; ++c) {
-                std::int8_t expect[A::slices] = {};
-                if (s.scale != 0.f) A::slice_scaled(wt[(pt * 64 + c) * 64 + o] * s.scale, expect);
+                std::int8_t expect[A::slices];
+                A::slice_value(wt[(pt * 64 + c) * 64 + o], s, expect);
                 for (index_t j = 0; j < A::slices; ++j) {
                     const char got = packed[pt * A::point_weight_bytes + j * 4096 + (o / 16) * 1024 + (c / 4) * 64 + (o % 16) * 4 + c % 4];
                     layout_ok = layout_ok && static_cast<std::int8_t>(got) == expect[j];
@@ -309,16 +306,12 @@ TEST_CASE("AMX: the packed weights' layout, and a block's products against their
         double worst_levels = 0, worst_float = 0;
         for (index_t t = 0; t < nt; ++t)
             for (index_t pt = 0; pt < 64; ++pt) {
+                const float* row = S[static_cast<std::size_t>(t)].data() + pt * 64;
+                const std::uint32_t top = A::largest_magnitude_bits(row, 64);
+                const A::SliceScale row_scale = A::slice_scale(top);
+                const float row_unscale = row_scale.unscale, row_max = std::bit_cast<float>(top);
                 std::vector<std::int8_t> xs(64 * 3);
-                float row_unscale = 0.f, row_max = 0.f;
-                {
-                    std::uint32_t top = 0;
-                    for (index_t c = 0; c < 64; ++c) top = std::max(top, std::bit_cast<std::uint32_t>(S[static_cast<std::size_t>(t)][pt * 64 + c]) & 0x7fffffffu);
-                    const A::SliceScale s = A::slice_scale(top);
-                    row_unscale = s.unscale;
-                    row_max = std::bit_cast<float>(top);
-                    for (index_t c = 0; c < 64; ++c) A::slice_scaled(S[static_cast<std::size_t>(t)][pt * 64 + c] * s.scale, &xs[static_cast<std::size_t>(c * 3)]);
-                }
+                for (index_t c = 0; c < 64; ++c) A::slice_value(row[c], row_scale, &xs[static_cast<std::size_t>(c * 3)]);
                 for (index_t o = 0; o < 64; ++o) {
                     // The three levels in exact integers, then combined: the kernel's float
                     // arithmetic after them is a few roundings of 2^-24 of the sum's terms.

@@ -368,11 +368,19 @@ struct V {
 // and the tests use them on any x86-64 CPU, the kernel's vector form matches them bit for bit.
 namespace direct_amx {
 constexpr index_t slices = 3;
+// The largest magnitude of n values `stride` apart, as its bit pattern: an unsigned compare of
+// the bits orders finite floats, inf and NaN (slice_row finds a row's the same way).
+inline std::uint32_t largest_magnitude_bits(const float* x, index_t n, index_t stride = 1) {
+    std::uint32_t top = 0;
+    for (index_t i = 0; i < n; ++i) top = std::max(top, std::bit_cast<std::uint32_t>(x[i * stride]) & 0x7fffffffu);
+    return top;
+}
 // A row's (or column's) scale from its largest magnitude m: 127 * 2^16 / m, which takes the
 // row into [-127 * 2^16, 127 * 2^16] (up to the product's rounding), and the unscale m / 127,
-// such that x = (slice 0 + slice 1 / 2^8 + slice 2 / 2^16) unscale within half a unit of slice 2
-// (2^-24 m) and the rounding of the product and the two divisions (2^-23 of x). Under 2^-100 the row counts as zero (0 and 0); an inf or NaN makes it
-// NaN (0 and NaN). `bits`: m's bit pattern, as the kernel has it.
+// such that x = (slice 0 + slice 1 / 2^8 + slice 2 / 2^16) unscale within half a unit of
+// slice 2 (2^-24 m) and the rounding of the product and the two divisions (2^-23 of x). Under
+// 2^-100 the row counts as zero (0 and 0); an inf or NaN makes it NaN (0 and NaN). `bits`: m's
+// bit pattern, as largest_magnitude_bits gives it.
 struct SliceScale {
     float scale, unscale;
 };
@@ -394,6 +402,12 @@ inline void slice_scaled(float y, std::int8_t out[slices]) {
     out[0] = static_cast<std::int8_t>(q >> 16);
     out[1] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q >> 8));
     out[2] = static_cast<std::int8_t>(static_cast<std::uint8_t>(q));
+}
+// x's slices under its row's scale s: zero where s.scale is 0 (a zero, tiny or non-finite row,
+// whose x * 0 could be NaN).
+inline void slice_value(float x, SliceScale s, std::int8_t out[slices]) {
+    out[0] = out[1] = out[2] = 0;
+    if (s.scale != 0.f) slice_scaled(x * s.scale, out);
 }
 }  // namespace direct_amx
 #endif
@@ -1098,14 +1112,13 @@ inline void pack_amx_weights(const float* wt, PreparedConv& p) {
     for (index_t pt = 0; pt < A::points; ++pt) {
         char* w = packed + pt * A::point_weight_bytes;
         for (index_t o = 0; o < C; ++o) {
-            // The largest magnitude by its bits, as the kernel finds a row's (a NaN ranks above inf).
-            std::uint32_t top = 0;
-            for (index_t c = 0; c < C; ++c) top = std::max(top, std::bit_cast<std::uint32_t>(wt[(pt * C + c) * C + o]) & 0x7fffffffu);
-            const A::SliceScale s = A::slice_scale(top);  // a non-finite weight: zero slices, NaN unscale
+            const float* column = wt + pt * C * C + o;  // 64 weights, C apart
+            // A non-finite weight: zero slices, NaN unscale.
+            const A::SliceScale s = A::slice_scale(A::largest_magnitude_bits(column, C, C));
             std::memcpy(w + A::point_slice_bytes + o * 4, &s.unscale, sizeof(float));
             for (index_t c = 0; c < C; ++c) {
-                std::int8_t parts[A::slices] = {};
-                if (s.scale != 0.f) A::slice_scaled(wt[(pt * C + c) * C + o] * s.scale, parts);
+                std::int8_t parts[A::slices];
+                A::slice_value(column[c * C], s, parts);
                 for (index_t j = 0; j < A::slices; ++j)
                     w[j * 4096 + (o / 16) * 1024 + (c / 4) * 64 + (o % 16) * 4 + c % 4] = static_cast<char>(parts[j]);
             }

@@ -13,9 +13,9 @@
 // (TDPBSSD) sums int8 products into int32 exactly, so the three levels
 //   L0 = sum x0 w0,  L1 = sum x0 w1 + x1 w0,  L2 = sum x0 w2 + x1 w1 + x2 w0
 // are exact, and the product is (L0 + L1 / 2^8 + L2 / 2^16) (max|x| / 127) (max|w| / 127); the
-// next levels' terms, each at most about 2^-24 of max|x| max|w| and of either sign, are dropped. Six int8
-// tile multiplies per float product, each 16 x 16 x 64 multiply-adds in 16 cycles: the tile work
-// of three bf16 products.
+// next levels' terms, each at most about 2^-24 of max|x| max|w| and of either sign, are
+// dropped. Six int8 tile multiplies per float product, each 16 x 16 x 64 multiply-adds in 16
+// cycles: the tile work of three bf16 products.
 // Why not bf16, as before: x = hi + lo in two bf16 keeps 16 bits of each value, and the three
 // products xh wh + xh wl + xl wh leave out about 2^-16 of each term in three places (the
 // remainders of x and of w, and xl wl). Fast inference on the authors' model and real SAR then
